@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// The one CLI: `sluice <command>`. Each command lives in src/cli/ and returns its exit code.
+import { readFileSync } from 'node:fs';
+import { runProxy } from './cli/proxy.ts';
+import { runValidate } from './cli/validate.ts';
+
+const HELP = `Usage: sluice <command> [options]
+
+Commands:
+  proxy       run the sidecar (outbound :15001, inbound :15006, admin :15000)
+  validate    check policy files: prints file:line:col: field: reason, exit 1 on any error
+
+Options:
+  -h, --help     this help (also: sluice <command> --help)
+  -v, --version  print the version`;
+
+const VALIDATE_HELP = `Usage: sluice validate PATH...
+
+Checks policy files (and *.yaml/*.yml under directories) as a policy repository's CI would.
+Prints "file: ok" or one "file:line:col: field: reason" line per error.
+Exit 0 when all are valid, 1 when any is invalid, 2 on usage errors.`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'proxy':
+      return runProxy(rest);
+    case 'validate':
+      if (rest.includes('--help') || rest.includes('-h')) {
+        console.log(VALIDATE_HELP);
+        return 0;
+      }
+      return runValidate(rest, (line) => console.log(line));
+    case '-v':
+    case '--version':
+      console.log(version());
+      return 0;
+    case undefined:
+    case '-h':
+    case '--help':
+      console.log(HELP);
+      return command === undefined ? 2 : 0;
+    default:
+      console.error(`sluice: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(`sluice: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  },
+);

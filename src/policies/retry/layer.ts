@@ -1,0 +1,158 @@
+// Retries inside the deadline, bounded three ways: attempts per request, the upstream's retry
+// budget (charged when a retry is decided, so retries sleeping in back-off already count), and
+// the deadline itself (no retry is started that could not finish before it). A retry refused by
+// any of these returns the last upstream answer, so the client sees what the upstream said.
+import type { Counter, Registry } from 'prom-client';
+import { classifyError, classifyResponse, isRetryable, type Verdict } from '../../stack/classify.ts';
+import type { Clock, Direction, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../../stack/types.ts';
+import { counter } from '../../telemetry/registry.ts';
+import type { RetryPolicy } from '../../policy/types.ts';
+import { backoffMs } from './backoff.ts';
+import type { RetryBudget } from './budget.ts';
+import { mayRetry } from './idempotent.ts';
+import { bufferForReplay } from './replay-body.ts';
+import { parseRetryAfterMs } from './retry-after.ts';
+
+export interface RetryMetrics {
+  readonly retries: Counter<'direction' | 'upstream' | 'reason'>;
+  readonly refused: Counter<'direction' | 'upstream' | 'why'>;
+}
+
+export function declareRetryMetrics(registry: Registry): RetryMetrics {
+  return {
+    retries: counter(registry, 'sluice_retries_total', 'Retries started, by the failure that caused them.', [
+      'direction',
+      'upstream',
+      'reason',
+    ]),
+    refused: counter(
+      registry,
+      'sluice_retries_refused_total',
+      'Retryable failures not retried, by why: budget (retry budget exhausted), concurrency (too many retries at once), deadline (no time left), attempts (max attempts reached), retry_after (upstream asked for a longer wait), body (request body too large to replay).',
+      ['direction', 'upstream', 'why'],
+    ),
+  };
+}
+
+export interface RetryBuild {
+  readonly direction: Direction;
+  readonly upstream: string;
+  readonly policy: RetryPolicy;
+  readonly budget: RetryBudget | undefined;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly metrics: RetryMetrics;
+}
+
+type Outcome = { readonly response: ProxyResponse; readonly error?: undefined } | { readonly response?: undefined; readonly error: unknown };
+
+export function retryLayer(b: RetryBuild): Layer {
+  const { policy, budget, clock } = b;
+  const refusedBy = (why: string) => b.metrics.refused.labels({ direction: b.direction, upstream: b.upstream, why });
+  const refused = {
+    budget: refusedBy('budget'),
+    deadline: refusedBy('deadline'),
+    attempts: refusedBy('attempts'),
+    retryAfter: refusedBy('retry_after'),
+    body: refusedBy('body'),
+  };
+  const retried = new Map<string, { inc(): void }>();
+  const countRetry = (reason: string): void => {
+    let c = retried.get(reason);
+    if (c === undefined) {
+      c = b.metrics.retries.labels({ direction: b.direction, upstream: b.upstream, reason });
+      retried.set(reason, c);
+    }
+    c.inc();
+  };
+
+  /** Waits out a back-off, cut short (rejecting) if the exchange is cancelled meanwhile. */
+  function sleep(ms: number, ctx: RequestContext): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        ctx.onCancel = undefined;
+        resolve();
+      }, ms);
+      ctx.onCancel = (reason) => {
+        clearTimeout(timer);
+        reject(reason);
+      };
+    });
+  }
+
+  function settle(o: Outcome): ProxyResponse {
+    if (o.response === undefined) throw o.error;
+    return o.response;
+  }
+
+  return (next) => async (req, ctx) => {
+    budget?.recordRequest();
+    if (policy.maxAttempts <= 1 || !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy)) return next(req, ctx);
+
+    let request: ProxyRequest = req;
+    if (req.body !== null && !Buffer.isBuffer(req.body)) {
+      if (req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) {
+        refused.body.inc();
+        return next(req, ctx);
+      }
+      if (ctx.cancelled !== undefined) throw ctx.cancelled;
+      const replay = await bufferForReplay(req.body, policy.bufferLimitBytes, ctx);
+      request = { ...req, body: replay.body };
+      if (replay.kind === 'stream') {
+        refused.body.inc();
+        return next(request, ctx);
+      }
+    }
+
+    for (let attempt = 1; ; attempt++) {
+      ctx.attempt = attempt;
+      let outcome: Outcome;
+      try {
+        outcome = { response: await next(request, ctx) };
+      } catch (error) {
+        outcome = { error };
+      }
+      if (attempt > 1) budget?.release();
+
+      const status = outcome.response?.statusCode;
+      const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
+      if (!verdict.failure || ctx.cancelled !== undefined || !isRetryable(verdict, status, policy)) return settle(outcome);
+      if (attempt >= policy.maxAttempts) {
+        refused.attempts.inc();
+        return settle(outcome);
+      }
+
+      let waitMs = backoffMs(attempt, policy.backoff, b.random);
+      const retryAfter = outcome.response?.headers['retry-after'];
+      if (typeof retryAfter === 'string') {
+        const askedMs = parseRetryAfterMs(retryAfter, Date.now());
+        if (askedMs !== undefined) {
+          if (askedMs > policy.retryAfterMaxMs) {
+            refused.retryAfter.inc();
+            return settle(outcome);
+          }
+          waitMs = Math.max(waitMs, askedMs);
+        }
+      }
+      // A retry that cannot start before the deadline would only turn an answer into a 504.
+      if (clock.now() + waitMs >= ctx.deadlineMs) {
+        refused.deadline.inc();
+        return settle(outcome);
+      }
+      if (budget !== undefined && !budget.tryAcquire()) {
+        refused.budget.inc();
+        return settle(outcome);
+      }
+      const body = outcome.response?.body;
+      if (body != null && !Buffer.isBuffer(body)) body.discard();
+      countRetry(verdict.reason);
+      ctx.retryReason = verdict.reason;
+      try {
+        if (waitMs > 0) await sleep(waitMs, ctx);
+      } catch (err) {
+        budget?.release();
+        throw err;
+      }
+    }
+  };
+}

@@ -1,0 +1,117 @@
+// The parsed policy: frozen, typed, units in names, `undefined` = off. Produced only by
+// ./parse.ts from a SidecarPolicy document; everything downstream trusts these shapes.
+
+export interface TimeoutPolicy {
+  /** Opening a TCP connection to an endpoint. */
+  readonly connectMs: number;
+  /** Overall deadline for the whole exchange, across all tries, until the response body ends. */
+  readonly requestMs: number | undefined;
+  /** One try, from dispatch until response headers arrive. */
+  readonly perTryMs: number | undefined;
+  /** No body bytes in either direction for this long ends the exchange. */
+  readonly idleMs: number | undefined;
+}
+
+/** What a failed try looked like, as the classifier names it. Statuses are listed separately. */
+export type RetryCondition = 'connect-failure' | 'reset' | 'refused-stream' | 'per-try-timeout';
+
+export interface BackoffPolicy {
+  readonly baseMs: number;
+  readonly capMs: number;
+}
+
+export interface RetryPolicy {
+  /** Total tries including the first; 1 = no retries. */
+  readonly maxAttempts: number;
+  readonly retryOn: readonly RetryCondition[];
+  readonly retryOnStatuses: readonly number[];
+  readonly backoff: BackoffPolicy;
+  /** Honour a Retry-After from the upstream when it fits the deadline, up to this wait. */
+  readonly retryAfterMaxMs: number;
+  /** Request bodies up to this size are held for replay; larger ones are never retried. */
+  readonly bufferLimitBytes: number;
+  /** Retry non-idempotent methods even without an Idempotency-Key (route opt-in). */
+  readonly retryNonIdempotent: boolean;
+}
+
+export interface RetryBudgetPolicy {
+  /** Retries may add at most this share of requests over the window (0..1). */
+  readonly ratio: number;
+  readonly windowMs: number;
+  /** Retries always allowed per second regardless of ratio, for low-traffic upstreams. */
+  readonly minRetriesPerSecond: number;
+  /** Retries in flight or waiting in back-off at once. */
+  readonly maxConcurrentRetries: number;
+}
+
+export interface RoutePolicy {
+  readonly name: string;
+  readonly match: {
+    readonly pathPrefix: string | undefined;
+    /** Upper-case methods; undefined = any. */
+    readonly methods: readonly string[] | undefined;
+  };
+  readonly timeouts: TimeoutPolicy;
+  readonly retry: RetryPolicy | undefined;
+}
+
+export interface Endpoint {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface UpstreamPolicy {
+  readonly name: string;
+  /** Authorities (host or host:port, lower-case) that select this upstream. */
+  readonly hosts: readonly string[];
+  readonly endpoints: readonly Endpoint[];
+  /** Keep-alive connections per endpoint. */
+  readonly maxConnectionsPerEndpoint: number;
+  readonly timeouts: TimeoutPolicy;
+  readonly retry: RetryPolicy | undefined;
+  readonly retryBudget: RetryBudgetPolicy | undefined;
+  /** Routes in match order; a final catch-all route named 'default' is always present. */
+  readonly routes: readonly RoutePolicy[];
+}
+
+export interface ListenerAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface InboundPolicy {
+  readonly listener: ListenerAddress | undefined;
+  readonly app: Endpoint;
+  readonly timeouts: TimeoutPolicy;
+  /** Longest deadline a caller may ask for through the deadline header. */
+  readonly maxDeadlineMs: number | undefined;
+}
+
+export interface ServerLimits {
+  /** Whole request head (request line and headers); larger gets 431. */
+  readonly maxHeaderBytes: number;
+  /** Time for a client to send the complete request head (slowloris). */
+  readonly headersTimeoutMs: number;
+  /** Idle keep-alive connections from clients are closed after this. */
+  readonly keepAliveTimeoutMs: number;
+}
+
+export interface OutboundPolicy {
+  readonly listener: ListenerAddress | undefined;
+  /** Hosts matching no upstream: forwarded with the defaults, or refused with 502 no-route. */
+  readonly unknownHosts: 'forward' | 'reject';
+  /** Policy for forwarded unknown hosts and the base every upstream overrides. */
+  readonly defaults: Omit<UpstreamPolicy, 'name' | 'hosts' | 'endpoints'>;
+  readonly upstreams: readonly UpstreamPolicy[];
+}
+
+export interface SidecarPolicy {
+  readonly name: string;
+  readonly admin: ListenerAddress;
+  readonly outbound: OutboundPolicy;
+  readonly inbound: InboundPolicy;
+  readonly limits: ServerLimits;
+  readonly shutdown: { readonly graceMs: number };
+  /** Header that carries the remaining deadline (ms) to the next hop. */
+  readonly deadlineHeader: string;
+}

@@ -1,0 +1,316 @@
+// An HTTP/1.1 listener: turns Node's request into a ProxyRequest, runs the route's stack, writes
+// the answer. Malformed input never reaches the stack: Node's strict parser (llhttp) rejects bad
+// request lines, conflicting Content-Length/Transfer-Encoding (smuggling) and oversized heads,
+// and `clientError` below answers those with a 4xx that names sluice.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { ListenerAddress, ServerLimits } from '../policy/types.ts';
+import { SluiceError, toLocalReply } from '../stack/errors.ts';
+import {
+  cancel,
+  type BodySink,
+  type Clock,
+  type Direction,
+  type ProxyResponse,
+  type RequestContext,
+} from '../stack/types.ts';
+import { appendForwarded, forwardRequestHeaders, type RequestHeaderFacts } from './headers.ts';
+import type { RouteTarget } from './router.ts';
+import { openTunnel, refuseTunnel } from './tunnel.ts';
+
+export interface ListenerDeps {
+  readonly direction: Direction;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Current settings; read per request so a policy update applies to the next request. */
+  settings(): { readonly limits: ServerLimits; readonly deadlineHeader: string; readonly idleMs: number | undefined };
+  /** A route for the request, or a typed refusal (no-route, bad authority). */
+  resolve(authority: string, method: string, path: string): RouteTarget | SluiceError;
+}
+
+export interface Listener {
+  readonly address: AddressInfo;
+  /** Requests and tunnels in progress. */
+  inFlight(): number;
+  /** Stops accepting; resolves when in-flight work is done or `graceMs` passed (then cuts). */
+  drain(graceMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+const CLIENT_GONE = new SluiceError('client-closed');
+
+class ResponseSink implements BodySink {
+  readonly #res: ServerResponse;
+  constructor(res: ServerResponse) {
+    this.#res = res;
+  }
+  write(chunk: Buffer): boolean {
+    return this.#res.write(chunk);
+  }
+  onDrain(resume: () => void): void {
+    this.#res.once('drain', resume);
+  }
+  end(trailers: Record<string, string | string[]> | null): void {
+    if (trailers !== null) this.#res.addTrailers(trailers);
+    this.#res.end();
+  }
+  fail(err: Error): void {
+    // Headers are out: the only honest signal left is an incomplete message, so cut the socket.
+    this.#res.destroy(err);
+  }
+}
+
+function newFacts(): RequestHeaderFacts {
+  return {
+    host: undefined,
+    deadline: undefined,
+    idempotencyKey: undefined,
+    expectContinue: false,
+    contentLength: undefined,
+    chunked: false,
+    upgrade: undefined,
+  };
+}
+
+/** Splits an absolute-form target (`http://host:port/path?q`) into authority and path. */
+export function splitAbsolute(url: string): { authority: string; path: string } | undefined {
+  if (!url.startsWith('http://')) return undefined;
+  let end = 7;
+  while (end < url.length && url[end] !== '/' && url[end] !== '?') end++;
+  const authority = url.slice(7, end);
+  const rest = url.slice(end);
+  return { authority, path: rest === '' ? '/' : rest[0] === '?' ? `/${rest}` : rest };
+}
+
+function writeLocal(res: ServerResponse, err: unknown): void {
+  const reply = toLocalReply(err);
+  res.writeHead(reply.statusCode, reply.headers);
+  res.end(reply.body);
+}
+
+export async function startListener(addr: ListenerAddress, deps: ListenerDeps): Promise<Listener> {
+  const { clock, log, direction } = deps;
+  const initial = deps.settings();
+  let draining = false;
+  let active = 0;
+  const tunnels = new Set<Duplex>();
+  let idleWaiter: (() => void) | undefined;
+
+  const done = (): void => {
+    active--;
+    if (active === 0 && tunnels.size === 0) idleWaiter?.();
+  };
+
+  const server = http.createServer({
+    maxHeaderSize: initial.limits.maxHeaderBytes,
+    headersTimeout: initial.limits.headersTimeoutMs,
+    // Node checks header/request timeouts on this interval (default 30 s, far too coarse).
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(initial.limits.headersTimeoutMs / 4))),
+    // Whole-request time is the deadline's job, per route; this is only Node's backstop.
+    requestTimeout: 0,
+    keepAliveTimeout: initial.limits.keepAliveTimeoutMs,
+    requireHostHeader: true,
+    joinDuplicateHeaders: false,
+  });
+  if (initial.idleMs !== undefined) server.timeout = initial.idleMs;
+
+  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const startMs = clock.now();
+    active++;
+    const { deadlineHeader } = deps.settings();
+    const facts = newFacts();
+    const headers = forwardRequestHeaders(req.rawHeaders, deadlineHeader, facts);
+    const method = req.method as string;
+    let path = req.url as string;
+    let authority = facts.host;
+    if (path.charCodeAt(0) !== 47 /* '/' */) {
+      const split = splitAbsolute(path);
+      if (split === undefined) {
+        res.once('close', done);
+        writeLocal(res, new SluiceError('bad-request', 'request target must be origin-form or http:// absolute-form'));
+        return;
+      }
+      // RFC 9112 §3.2.2: a proxy replaces Host with the absolute-form target's authority.
+      authority = split.authority;
+      path = split.path;
+    }
+    authority = authority?.toLowerCase() ?? '';
+    const target = deps.resolve(authority, method, path);
+    if (target instanceof SluiceError) {
+      res.once('close', done);
+      writeLocal(res, target);
+      return;
+    }
+    headers.push('host', authority);
+    appendForwarded(headers, req.socket.remoteAddress, facts.host);
+    if (facts.expectContinue) req.once('resume', () => res.writeContinue());
+    if (draining) res.shouldKeepAlive = false;
+
+    const hasBody = facts.chunked || (facts.contentLength !== undefined && facts.contentLength !== '0');
+    const bodyLength = facts.contentLength === undefined ? undefined : Number(facts.contentLength);
+    const ctx: RequestContext = {
+      direction,
+      upstream: target.upstream,
+      route: target.route,
+      startMs,
+      deadlineMs: Infinity,
+      cancelled: undefined,
+      onCancel: undefined,
+      deadlineTimer: undefined,
+      incomingDeadline: facts.deadline,
+      idempotencyKey: facts.idempotencyKey,
+      attempt: 1,
+      retryReason: undefined,
+      localReply: undefined,
+    };
+    res.once('close', () => {
+      if (ctx.deadlineTimer !== undefined) clearTimeout(ctx.deadlineTimer);
+      // Closed before the last byte went out: the client left, so whatever runs for it stops.
+      if (!res.writableFinished) cancel(ctx, CLIENT_GONE);
+      done();
+    });
+    target
+      .handler({ method, path, authority, headers, body: hasBody ? req : null, bodyLength }, ctx)
+      .then((response) => respond(res, response), (err: unknown) => {
+        // The telemetry layer turns errors into replies; reaching here is a bug, answered anyway.
+        log.error({ err }, 'stack rejected instead of replying');
+        if (!res.headersSent) writeLocal(res, err);
+        else res.destroy();
+      });
+  }
+
+  function respond(res: ServerResponse, response: ProxyResponse): void {
+    const body = response.body;
+    if (res.destroyed) {
+      if (body !== null && !Buffer.isBuffer(body)) body.discard();
+      return;
+    }
+    res.writeHead(response.statusCode, response.headers as http.OutgoingHttpHeaders);
+    if (body === null) res.end();
+    else if (Buffer.isBuffer(body)) res.end(body);
+    else body.pipeTo(new ResponseSink(res));
+  }
+
+  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const { deadlineHeader } = deps.settings();
+    const facts = newFacts();
+    const headers = forwardRequestHeaders(req.rawHeaders, deadlineHeader, facts);
+    const authority = (facts.host ?? '').toLowerCase();
+    const target = draining ? new SluiceError('draining') : deps.resolve(authority, req.method as string, req.url as string);
+    if (target instanceof SluiceError) {
+      refuseTunnel(socket, target.status, target.message, target.code);
+      return;
+    }
+    const endpoint = target.endpoints[Math.floor(Math.random() * target.endpoints.length)];
+    if (endpoint === undefined || facts.upgrade === undefined) {
+      refuseTunnel(socket, 400, 'Bad Request', 'bad-request');
+      return;
+    }
+    headers.push('host', authority, 'connection', 'upgrade', 'upgrade', facts.upgrade);
+    appendForwarded(headers, req.socket.remoteAddress, facts.host);
+    let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) lines += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    openTunnel(
+      socket,
+      head,
+      { endpoint, connectMs: target.connectMs, idleMs: target.idleMs },
+      (upstream) => upstream.write(`${lines}\r\n`),
+      trackTunnel,
+    );
+  }
+
+  function onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const authority = (req.url ?? '').toLowerCase();
+    const target = draining ? new SluiceError('draining') : deps.resolve(authority, 'CONNECT', '/');
+    if (target instanceof SluiceError) {
+      refuseTunnel(socket, target.status, target.message, target.code);
+      return;
+    }
+    const endpoint = target.endpoints[0];
+    if (endpoint === undefined) {
+      refuseTunnel(socket, 400, 'Bad Request', 'bad-request');
+      return;
+    }
+    openTunnel(
+      socket,
+      head,
+      { endpoint, connectMs: target.connectMs, idleMs: target.idleMs },
+      () => socket.write('HTTP/1.1 200 Connection Established\r\n\r\n'),
+      trackTunnel,
+    );
+  }
+
+  function trackTunnel(sockets: Duplex[]): void {
+    const client = sockets[0] as Duplex;
+    tunnels.add(client);
+    client.once('close', () => {
+      tunnels.delete(client);
+      if (active === 0 && tunnels.size === 0) idleWaiter?.();
+    });
+  }
+
+  server.on('request', onRequest);
+  server.on('upgrade', onUpgrade);
+  server.on('connect', onConnect);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
+          ? [408, 'Request Timeout']
+          : [400, 'Bad Request'];
+    const detail = `${reason}: ${err.code ?? 'parse error'}\n`;
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\nsluice-error: bad-request\r\ncontent-type: text/plain; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(detail)}\r\nconnection: close\r\n\r\n${detail}`,
+    );
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(addr.port, addr.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  log.info({ direction, address: address.address, port: address.port }, 'listener up');
+
+  return {
+    address,
+    inFlight: () => active + tunnels.size,
+    async drain(graceMs: number): Promise<void> {
+      draining = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (active > 0 || tunnels.size > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          new Promise<void>((resolve) => {
+            idleWaiter = resolve;
+          }),
+          new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, graceMs);
+          }),
+        ]);
+        clearTimeout(timer);
+      }
+      for (const socket of tunnels) socket.destroy();
+      server.closeAllConnections();
+      await closed;
+    },
+    async close(): Promise<void> {
+      draining = true;
+      for (const socket of tunnels) socket.destroy();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,207 @@
+// Build lifetime: one runtime per upstream (its budget, its endpoints' pools, one stack per
+// route), rebuilt on every policy update. State whose meaning survives an update is carried
+// over: a budget keeps its window when its upstream keeps its name, pools stay warm per endpoint.
+import { RetryBudget } from '../policies/retry/budget.ts';
+import type { Endpoint, OutboundPolicy, RoutePolicy, SidecarPolicy, UpstreamPolicy } from '../policy/types.ts';
+import { buildStack, type StackMetrics } from '../stack/order.ts';
+import type { Clock, Direction, Handler } from '../stack/types.ts';
+import type { PoolSet } from './pools.ts';
+
+export interface RouteTarget {
+  readonly handler: Handler;
+  readonly upstream: string;
+  readonly route: string;
+  /** For byte tunnels (Upgrade, CONNECT), which bypass the stack. */
+  readonly endpoints: readonly Endpoint[];
+  readonly connectMs: number;
+  readonly idleMs: number | undefined;
+}
+
+export interface RuntimeDeps {
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly metrics: StackMetrics;
+}
+
+type UpstreamShape = Omit<UpstreamPolicy, 'name' | 'hosts' | 'endpoints'>;
+
+class UpstreamRuntime {
+  readonly #routes: readonly { readonly policy: RoutePolicy; readonly target: RouteTarget }[];
+
+  constructor(
+    direction: Direction,
+    name: string,
+    shape: UpstreamShape,
+    endpoints: readonly Endpoint[],
+    budget: RetryBudget | undefined,
+    policy: SidecarPolicy,
+    pools: PoolSet,
+    deps: RuntimeDeps,
+  ) {
+    const settings = { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint };
+    const dispatchers = endpoints.map((e) => pools.get(e, settings));
+    this.#routes = shape.routes.map((route) => ({
+      policy: route,
+      target: {
+        upstream: name,
+        route: route.name,
+        endpoints,
+        connectMs: shape.timeouts.connectMs,
+        idleMs: route.timeouts.idleMs,
+        handler: buildStack({
+          direction,
+          upstream: name,
+          route: route.name,
+          timeouts: route.timeouts,
+          maxDeadlineMs: direction === 'inbound' ? policy.inbound.maxDeadlineMs : undefined,
+          retry: route.retry,
+          budget,
+          dispatchers,
+          deadlineHeader: policy.deadlineHeader,
+          clock: deps.clock,
+          random: deps.random,
+          metrics: deps.metrics,
+        }),
+      },
+    }));
+  }
+
+  select(method: string, path: string): RouteTarget {
+    for (const { policy, target } of this.#routes) {
+      const m = policy.match;
+      if (m.pathPrefix !== undefined && !path.startsWith(m.pathPrefix)) continue;
+      if (m.methods !== undefined && !m.methods.includes(method)) continue;
+      return target;
+    }
+    // Unreachable while the parser appends the catch-all 'default' route; kept total anyway.
+    return (this.#routes[this.#routes.length - 1] as { target: RouteTarget }).target;
+  }
+}
+
+/** Parses an authority into an endpoint: `host`, `host:port`, `[v6]:port`; port 80 by default. */
+export function parseAuthority(authority: string): Endpoint | undefined {
+  const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::(\d{1,5}))?$/.exec(authority);
+  if (m === null) return undefined;
+  const port = m[3] === undefined ? 80 : Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+/** Forwarded unknown hosts keep a runtime each, capped so a scan of hostnames cannot grow memory. */
+const MAX_PASSTHROUGH = 256;
+
+export class OutboundRouter {
+  readonly #deps: RuntimeDeps;
+  readonly #pools: PoolSet;
+  readonly #passthroughPools: PoolSet;
+  #policy: SidecarPolicy | undefined;
+  #byHost = new Map<string, UpstreamRuntime>();
+  #budgets = new Map<string, RetryBudget>();
+  #passthrough = new Map<string, UpstreamRuntime>();
+  #passthroughBudget: RetryBudget | undefined;
+
+  constructor(deps: RuntimeDeps, pools: PoolSet, passthroughPools: PoolSet) {
+    this.#deps = deps;
+    this.#pools = pools;
+    this.#passthroughPools = passthroughPools;
+  }
+
+  apply(policy: SidecarPolicy): void {
+    const out: OutboundPolicy = policy.outbound;
+    const byHost = new Map<string, UpstreamRuntime>();
+    const budgets = new Map<string, RetryBudget>();
+    const used: [Endpoint, { connectMs: number; connections: number }][] = [];
+    for (const u of out.upstreams) {
+      const budget = carryBudget(this.#budgets.get(u.name), u.retryBudget, this.#deps.clock);
+      if (budget !== undefined) budgets.set(u.name, budget);
+      const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, budget, policy, this.#pools, this.#deps);
+      for (const host of u.hosts) byHost.set(host, runtime);
+      for (const e of u.endpoints) used.push([e, { connectMs: u.timeouts.connectMs, connections: u.maxConnectionsPerEndpoint }]);
+    }
+    // One budget for all forwarded unknown hosts: they share the defaults' meaning.
+    this.#passthroughBudget = carryBudget(this.#passthroughBudget, out.defaults.retryBudget, this.#deps.clock);
+    this.#policy = policy;
+    this.#byHost = byHost;
+    this.#budgets = budgets;
+    this.#passthrough = new Map();
+    this.#pools.retain(used);
+  }
+
+  /** The route for a request, or undefined when no upstream claims the host and none may be made. */
+  resolve(authority: string, method: string, path: string): RouteTarget | undefined {
+    let runtime = this.#byHost.get(authority);
+    if (runtime === undefined) {
+      const colon = authority.lastIndexOf(':');
+      if (colon > 0 && authority[colon - 1] !== ']') runtime = this.#byHost.get(authority.slice(0, colon));
+    }
+    if (runtime === undefined) runtime = this.#passthroughFor(authority);
+    return runtime?.select(method, path);
+  }
+
+  #passthroughFor(authority: string): UpstreamRuntime | undefined {
+    const policy = this.#policy;
+    if (policy === undefined || policy.outbound.unknownHosts === 'reject') return undefined;
+    let runtime = this.#passthrough.get(authority);
+    if (runtime !== undefined) return runtime;
+    const endpoint = parseAuthority(authority);
+    if (endpoint === undefined) return undefined;
+    runtime = new UpstreamRuntime(
+      'outbound',
+      'passthrough',
+      policy.outbound.defaults,
+      [endpoint],
+      this.#passthroughBudget,
+      policy,
+      this.#passthroughPools,
+      this.#deps,
+    );
+    this.#passthrough.set(authority, runtime);
+    if (this.#passthrough.size > MAX_PASSTHROUGH) {
+      const oldest = this.#passthrough.keys().next();
+      if (oldest.done !== true) this.#passthrough.delete(oldest.value);
+    }
+    return runtime;
+  }
+}
+
+/** The inbound side has one upstream: the local app. */
+export class InboundRouter {
+  readonly #deps: RuntimeDeps;
+  readonly #pools: PoolSet;
+  #runtime: UpstreamRuntime | undefined;
+
+  constructor(deps: RuntimeDeps, pools: PoolSet) {
+    this.#deps = deps;
+    this.#pools = pools;
+  }
+
+  apply(policy: SidecarPolicy): void {
+    const app = policy.inbound.app;
+    // The app is reached on loopback: no retries (the producer's sidecar owns retry decisions,
+    // and retrying at both hops would multiply load), one route.
+    const shape: UpstreamShape = {
+      ...policy.outbound.defaults,
+      timeouts: { ...policy.inbound.timeouts },
+      retry: undefined,
+      retryBudget: undefined,
+      routes: [{ name: 'default', match: { pathPrefix: undefined, methods: undefined }, timeouts: policy.inbound.timeouts, retry: undefined }],
+    };
+    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], undefined, policy, this.#pools, this.#deps);
+    this.#pools.retain([[app, { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint }]]);
+  }
+
+  resolve(method: string, path: string): RouteTarget | undefined {
+    return this.#runtime?.select(method, path);
+  }
+}
+
+function carryBudget(
+  previous: RetryBudget | undefined,
+  policy: UpstreamPolicy['retryBudget'],
+  clock: Clock,
+): RetryBudget | undefined {
+  if (policy === undefined) return undefined;
+  if (previous === undefined) return new RetryBudget(policy, clock);
+  previous.reconfigure(policy);
+  return previous;
+}

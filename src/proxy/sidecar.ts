@@ -1,0 +1,169 @@
+// Wiring: one sidecar = outbound and inbound listeners, their routers, the admin listener, and a
+// registry. Policy updates swap the routers' runtimes; requests already running keep the stack
+// they started with, so a reload never fails in-flight work.
+import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, Registry, type Counter, type Gauge } from 'prom-client';
+import type { Logger } from 'pino';
+import type { SidecarPolicy } from '../policy/types.ts';
+import { SluiceError } from '../stack/errors.ts';
+import { declareStackMetrics } from '../stack/order.ts';
+import { systemClock, type Clock } from '../stack/types.ts';
+import { silentLogger } from '../telemetry/log.ts';
+import { counter, gauge } from '../telemetry/registry.ts';
+import { startAdmin, type Admin } from './admin.ts';
+import { startListener, type Listener } from './listener.ts';
+import { PoolSet } from './pools.ts';
+import { InboundRouter, OutboundRouter, parseAuthority, type RouteTarget } from './router.ts';
+
+export interface SidecarOptions {
+  readonly policy: SidecarPolicy;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+  readonly log?: Logger;
+  /** Process-wide metrics (CPU, memory, event loop); off by default for embedded use. */
+  readonly processMetrics?: boolean;
+  /** Called when /shutdown is posted; the CLI drains and exits. */
+  readonly onShutdownRequest?: () => void;
+}
+
+export interface Sidecar {
+  readonly addresses: { readonly outbound?: AddressInfo; readonly inbound?: AddressInfo; readonly admin: AddressInfo };
+  readonly metrics: Registry;
+  policy(): SidecarPolicy;
+  /** Swaps in a validated policy for the next requests. Listener addresses change only on restart. */
+  applyPolicy(policy: SidecarPolicy): void;
+  /** Fails readiness, stops accepting, lets in-flight work finish within the grace period. */
+  shutdown(graceMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '0.0.0.0', '::']);
+
+export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? silentLogger;
+  const registry = new Registry();
+  if (opts.processMetrics === true) collectDefaultMetrics({ register: registry });
+  const deps = { clock, random: opts.random ?? Math.random, metrics: declareStackMetrics(registry) };
+  const policyMetrics = declarePolicyMetrics(registry);
+
+  const pools = new PoolSet();
+  const passthroughPools = new PoolSet(256);
+  const inboundPools = new PoolSet();
+  const outboundRouter = new OutboundRouter(deps, pools, passthroughPools);
+  const inboundRouter = new InboundRouter(deps, inboundPools);
+
+  let current = opts.policy;
+  let draining = false;
+  const ownPorts = new Set<number>();
+
+  const install = (policy: SidecarPolicy): void => {
+    outboundRouter.apply(policy);
+    inboundRouter.apply(policy);
+    current = policy;
+    policyMetrics.info.reset();
+    policyMetrics.info.labels({ name: policy.name }).set(1);
+  };
+  install(current);
+
+  const listeners: Listener[] = [];
+  let outbound: Listener | undefined;
+  let inbound: Listener | undefined;
+  let admin: Admin | undefined;
+  try {
+    const out = current.outbound.listener;
+    if (out !== undefined) {
+      outbound = await startListener(out, {
+        direction: 'outbound',
+        clock,
+        log,
+        settings: () => ({ limits: current.limits, deadlineHeader: current.deadlineHeader, idleMs: current.outbound.defaults.timeouts.idleMs }),
+        resolve: (authority, method, path) => {
+          if (authority === '') return new SluiceError('bad-request', 'no Host header or absolute-form target');
+          const endpoint = parseAuthority(authority);
+          // A request addressed to this sidecar would be forwarded to itself forever.
+          if (endpoint !== undefined && ownPorts.has(endpoint.port) && LOOPBACK.has(endpoint.host)) {
+            return new SluiceError('no-route', `${authority} is this sidecar`);
+          }
+          return outboundRouter.resolve(authority, method, path) ?? new SluiceError('no-route', authority);
+        },
+      });
+      listeners.push(outbound);
+      ownPorts.add(outbound.address.port);
+    }
+    const inb = current.inbound.listener;
+    if (inb !== undefined) {
+      inbound = await startListener(inb, {
+        direction: 'inbound',
+        clock,
+        log,
+        settings: () => ({ limits: current.limits, deadlineHeader: current.deadlineHeader, idleMs: current.inbound.timeouts.idleMs }),
+        resolve: (_authority, method, path): RouteTarget | SluiceError =>
+          inboundRouter.resolve(method, path) ?? new SluiceError('no-route', 'inbound app not configured'),
+      });
+      listeners.push(inbound);
+      ownPorts.add(inbound.address.port);
+    }
+    admin = await startAdmin(current.admin, {
+      registry,
+      log,
+      notReady: () => (draining ? ['draining'] : []),
+      app: () => (inbound === undefined ? undefined : current.inbound.app),
+      config: () => current,
+      shutdown: () => opts.onShutdownRequest?.(),
+    });
+    ownPorts.add(admin.address.port);
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    await Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
+    throw err;
+  }
+  const adminServer = admin;
+
+  const closePools = (): Promise<unknown> => Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
+
+  return {
+    addresses: { outbound: outbound?.address, inbound: inbound?.address, admin: adminServer.address },
+    metrics: registry,
+    policy: () => current,
+    applyPolicy(policy: SidecarPolicy): void {
+      if (JSON.stringify(listenerShape(policy)) !== JSON.stringify(listenerShape(current))) {
+        log.warn({ policy: policy.name }, 'listener addresses or limits changed: they take effect on restart');
+      }
+      install(policy);
+      policyMetrics.reloads.labels({ result: 'applied' }).inc();
+      log.info({ policy: policy.name }, 'policy applied');
+    },
+    async shutdown(graceMs = current.shutdown.graceMs): Promise<void> {
+      draining = true;
+      log.info({ graceMs }, 'draining');
+      await Promise.all(listeners.map((l) => l.drain(graceMs)));
+      await closePools();
+      await adminServer.close();
+      log.info('drained');
+    },
+    async close(): Promise<void> {
+      draining = true;
+      await Promise.all(listeners.map((l) => l.close()));
+      await closePools();
+      await adminServer.close();
+    },
+  };
+}
+
+function listenerShape(p: SidecarPolicy): unknown {
+  return [p.admin, p.outbound.listener, p.inbound.listener, p.limits];
+}
+
+export interface PolicyMetrics {
+  readonly reloads: Counter<'result'>;
+  readonly info: Gauge<'name'>;
+}
+
+/** Policy lifecycle metrics; the CLI's file watcher counts rejected reloads here too. */
+export function declarePolicyMetrics(registry: Registry): PolicyMetrics {
+  return {
+    reloads: counter(registry, 'sluice_policy_reloads_total', 'Policy reloads by result: applied, rejected (invalid; the old policy keeps serving).', ['result']),
+    info: gauge(registry, 'sluice_policy_info', 'The policy in effect (value 1), by metadata.name.', ['name']),
+  };
+}

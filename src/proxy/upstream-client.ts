@@ -1,0 +1,56 @@
+// The innermost handler: pick an endpoint, send one try on its keep-alive pool. Pools are looked
+// up once per build, not per request. Endpoint choice is round-robin for now; the load balancer
+// layer (power-of-two-choices, outlier ejection) replaces it.
+import type { Dispatcher } from 'undici';
+import { classifyError } from '../stack/classify.ts';
+import { SluiceError } from '../stack/errors.ts';
+import type { Clock, Handler } from '../stack/types.ts';
+import { dispatchTry } from './upstream-exchange.ts';
+
+export interface UpstreamClientBuild {
+  /** One dispatcher per endpoint, in policy order. */
+  readonly dispatchers: readonly Dispatcher[];
+  /** No body bytes from the upstream for this long ends the response (undefined = off). */
+  readonly idleMs: number | undefined;
+  readonly deadlineHeader: string;
+  readonly clock: Clock;
+}
+
+/** Undici and socket errors become typed errors with a stable code; our own pass through. */
+export function upstreamFailure(err: unknown): SluiceError {
+  if (err instanceof SluiceError) return err;
+  const verdict = classifyError(err);
+  const code =
+    verdict.kind === 'connect-failure'
+      ? 'connect-failure'
+      : verdict.kind === 'reset' || verdict.kind === 'refused-stream'
+        ? 'upstream-reset'
+        : verdict.kind === 'per-try-timeout'
+          ? 'per-try-timeout'
+          : 'upstream-error';
+  const detail = err instanceof Error ? err.message : String(err);
+  return new SluiceError(code, detail, { cause: err });
+}
+
+export function upstreamClient(b: UpstreamClientBuild): Handler {
+  const { dispatchers, deadlineHeader, clock } = b;
+  const count = dispatchers.length;
+  const bodyTimeout = b.idleMs ?? 0;
+  let next = 0;
+  return (req, ctx) => {
+    const dispatcher = dispatchers[next++ % count] as Dispatcher;
+    if (next >= 1 << 30) next = 0;
+    let headers = req.headers;
+    if (ctx.deadlineMs !== Infinity) {
+      // The next hop learns how much time is left, minus what we already spent.
+      headers = headers.concat(deadlineHeader, String(Math.max(0, Math.floor(ctx.deadlineMs - clock.now()))));
+    }
+    return dispatchTry(
+      dispatcher,
+      { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
+      ctx,
+    ).catch((err: unknown) => {
+      throw upstreamFailure(err);
+    });
+  };
+}

@@ -1,0 +1,153 @@
+// One try against one endpoint, on undici's low-level dispatch API. Using dispatch rather than
+// pool.request() skips a Readable per response: body chunks go straight from undici's parser to
+// the client socket, and backpressure is undici's own pause/resume, so a slow client slows the
+// upstream read instead of growing a buffer.
+import type { Dispatcher } from 'undici';
+import type { BodySink, ProxyResponse, RequestContext, ResponseBody } from '../stack/types.ts';
+import { stripResponseHopByHop } from './headers.ts';
+
+/** Bytes held while no sink is attached yet (headers resolved, layers still deciding). */
+const PRE_SINK_HIGH_WATER = 64 * 1024;
+
+type Controller = Dispatcher.DispatchController;
+type Trailers = Record<string, string | string[]>;
+
+export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBody {
+  readonly #ctx: RequestContext;
+  readonly #resolve: (r: ProxyResponse) => void;
+  readonly #reject: (e: Error) => void;
+  readonly #noBody: boolean;
+  #controller: Controller | undefined;
+  #answered = false;
+  #sink: BodySink | undefined;
+  #held: Buffer[] | undefined;
+  #heldBytes = 0;
+  #ended = false;
+  #trailers: Trailers | null = null;
+  #error: Error | undefined;
+  #discarded = false;
+  /** Cancelled while still queued in the pool (undici has no controller for it yet). */
+  #cancelledEarly: Error | undefined;
+
+  constructor(ctx: RequestContext, noBody: boolean, resolve: (r: ProxyResponse) => void, reject: (e: Error) => void) {
+    this.#ctx = ctx;
+    this.#noBody = noBody;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    // Registered before dispatch: a try waiting for a pooled connection must still end on time.
+    ctx.onCancel = (reason) => this.#cancel(reason);
+  }
+
+  onRequestStart(controller: Controller): void {
+    this.#controller = controller;
+    if (this.#cancelledEarly !== undefined) controller.abort(this.#cancelledEarly);
+  }
+
+  #cancel(reason: Error): void {
+    if (this.#controller !== undefined) {
+      this.#controller.abort(reason);
+      return;
+    }
+    this.#cancelledEarly = reason;
+    this.#reject(reason);
+  }
+
+  onResponseStart(_c: Controller, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    // 1xx informational answers (100 Continue is answered locally; 103 Early Hints) are dropped.
+    if (statusCode < 200) return;
+    stripResponseHopByHop(headers);
+    this.#answered = true;
+    this.#resolve({ statusCode, headers, body: this.#noBody || statusCode === 204 || statusCode === 304 ? null : this });
+  }
+
+  onResponseData(controller: Controller, chunk: Buffer): void {
+    const sink = this.#sink;
+    if (sink !== undefined) {
+      if (!sink.write(chunk)) this.#pauseUntilDrain(controller, sink);
+      return;
+    }
+    if (this.#discarded) return;
+    (this.#held ??= []).push(chunk);
+    this.#heldBytes += chunk.length;
+    if (this.#heldBytes >= PRE_SINK_HIGH_WATER) controller.pause();
+  }
+
+  onResponseEnd(_c: Controller, trailers: Trailers): void {
+    this.#ctx.onCancel = undefined;
+    if (!this.#answered) {
+      // A response with no body and a status < 200 only: treat as protocol failure.
+      this.#reject(new Error('upstream ended without a final response'));
+      return;
+    }
+    const hasTrailers = trailers !== null && Object.keys(trailers).length > 0 ? trailers : null;
+    if (this.#sink !== undefined && this.#held === undefined) this.#sink.end(hasTrailers);
+    else {
+      this.#ended = true;
+      this.#trailers = hasTrailers;
+    }
+  }
+
+  onResponseError(_c: Controller, err: Error): void {
+    this.#ctx.onCancel = undefined;
+    if (!this.#answered) {
+      this.#reject(err);
+      return;
+    }
+    if (this.#sink !== undefined) this.#sink.fail(err);
+    else this.#error = err;
+  }
+
+  pipeTo(sink: BodySink): void {
+    this.#sink = sink;
+    const held = this.#held;
+    if (held !== undefined) {
+      this.#held = undefined;
+      this.#heldBytes = 0;
+      let flowing = true;
+      for (const chunk of held) flowing = sink.write(chunk) && flowing;
+      if (this.#ended) {
+        sink.end(this.#trailers);
+        return;
+      }
+      if (!flowing && this.#controller !== undefined) {
+        this.#pauseUntilDrain(this.#controller, sink);
+        return;
+      }
+    } else if (this.#ended) {
+      sink.end(this.#trailers);
+      return;
+    }
+    if (this.#error !== undefined) sink.fail(this.#error);
+    else this.#controller?.resume();
+  }
+
+  discard(): void {
+    this.#discarded = true;
+    this.#held = undefined;
+    this.#ctx.onCancel = undefined;
+    if (!this.#ended && this.#error === undefined) this.#controller?.abort(new Error('response discarded for retry'));
+  }
+
+  #pauseUntilDrain(controller: Controller, sink: BodySink): void {
+    controller.pause();
+    sink.onDrain(() => controller.resume());
+  }
+}
+
+export interface DispatchOptions {
+  readonly headersTimeoutMs: number | undefined;
+  readonly bodyTimeoutMs: number | undefined;
+}
+
+/** Sends one try to a dispatcher; resolves with the response at its headers. */
+export function dispatchTry(
+  dispatcher: Dispatcher,
+  opts: Dispatcher.DispatchOptions,
+  ctx: RequestContext,
+): Promise<ProxyResponse> {
+  if (ctx.cancelled !== undefined) return Promise.reject(ctx.cancelled);
+  return new Promise((resolve, reject) => {
+    const exchange = new UpstreamExchange(ctx, opts.method === 'HEAD', resolve, reject);
+    dispatcher.dispatch(opts, exchange);
+  });
+}

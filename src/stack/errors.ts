@@ -1,0 +1,66 @@
+// Every refusal or local failure is one typed error with a stable code. The code names the layer
+// in the `sluice-error` header, and `toLocalReply` is the only place that maps errors to replies,
+// so a client always sees the same status, header and body for the same cause.
+import type { ProxyResponse } from './types.ts';
+
+export type LocalReplyCode =
+  | 'bad-request' // malformed request the HTTP parser let through (400)
+  | 'no-route' // outbound host matches no upstream and the policy refuses unknown hosts (502)
+  | 'deadline-exceeded' // the overall deadline passed, here or before arrival (504)
+  | 'per-try-timeout' // the last attempt timed out and no retry was possible (504)
+  | 'idle-timeout' // no body bytes either way for too long (504)
+  | 'connect-failure' // could not open a connection to the upstream (503)
+  | 'upstream-reset' // upstream closed the connection before a response (502)
+  | 'upstream-error' // any other upstream protocol failure (502)
+  | 'draining' // the sidecar is shutting down (503)
+  | 'overloaded' // a local bound was hit: queue, buffer, concurrency (503)
+  | 'client-closed'; // the client went away; nobody reads this reply, it names the outcome (499)
+
+interface ReplyShape {
+  readonly status: number;
+  readonly message: string;
+}
+
+const REPLIES: Readonly<Record<LocalReplyCode, ReplyShape>> = {
+  'bad-request': { status: 400, message: 'malformed request' },
+  'no-route': { status: 502, message: 'no upstream is configured for this host' },
+  'deadline-exceeded': { status: 504, message: 'request deadline exceeded' },
+  'per-try-timeout': { status: 504, message: 'upstream did not answer in time' },
+  'idle-timeout': { status: 504, message: 'no data flowed for too long' },
+  'connect-failure': { status: 503, message: 'could not connect to upstream' },
+  'upstream-reset': { status: 502, message: 'upstream reset the connection' },
+  'upstream-error': { status: 502, message: 'upstream protocol error' },
+  draining: { status: 503, message: 'sidecar is shutting down' },
+  overloaded: { status: 503, message: 'sidecar is at a configured limit' },
+  'client-closed': { status: 499, message: 'client closed the connection' },
+};
+
+export class SluiceError extends Error {
+  readonly code: LocalReplyCode;
+  /** Seconds the client should wait before trying again, when waiting would help. */
+  readonly retryAfterS: number | undefined;
+
+  constructor(code: LocalReplyCode, detail?: string, options?: { cause?: unknown; retryAfterS?: number }) {
+    super(detail ? `${REPLIES[code].message}: ${detail}` : REPLIES[code].message, { cause: options?.cause });
+    this.name = 'SluiceError';
+    this.code = code;
+    this.retryAfterS = options?.retryAfterS;
+  }
+
+  get status(): number {
+    return REPLIES[this.code].status;
+  }
+}
+
+/** The one mapping from an error to the reply a client sees. Unknown errors are upstream errors. */
+export function toLocalReply(err: unknown): ProxyResponse & { code: LocalReplyCode } {
+  const e = err instanceof SluiceError ? err : new SluiceError('upstream-error', undefined, { cause: err });
+  const body = Buffer.from(`${e.message}\n`);
+  const headers: Record<string, string> = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(body.length),
+    'sluice-error': e.code,
+  };
+  if (e.retryAfterS !== undefined) headers['retry-after'] = String(Math.max(0, Math.ceil(e.retryAfterS)));
+  return { statusCode: e.status, headers, body, code: e.code };
+}

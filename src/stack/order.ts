@@ -1,0 +1,93 @@
+// THE order of the request path, outermost first. Config switches a layer off (its build is
+// undefined); it never reorders them. Each line says why the layer sits where it does.
+import type { Registry } from 'prom-client';
+import type { Dispatcher } from 'undici';
+import { retryLayer, declareRetryMetrics, type RetryMetrics } from '../policies/retry/layer.ts';
+import type { RetryBudget } from '../policies/retry/budget.ts';
+import {
+  deadlineLayer,
+  declareTimeoutMetrics,
+  perTryTimeoutLayer,
+  type TimeoutMetrics,
+} from '../policies/timeout/layer.ts';
+import type { RetryPolicy, TimeoutPolicy } from '../policy/types.ts';
+import { upstreamClient } from '../proxy/upstream-client.ts';
+import { declareTelemetryMetrics, telemetryLayer, type TelemetryMetrics } from '../telemetry/layer.ts';
+import type { Clock, Direction, Handler, Layer } from './types.ts';
+
+/** Every metric family the stack's layers own, declared once per registry. */
+export interface StackMetrics {
+  readonly telemetry: TelemetryMetrics;
+  readonly timeouts: TimeoutMetrics;
+  readonly retry: RetryMetrics;
+}
+
+export function declareStackMetrics(registry: Registry): StackMetrics {
+  return {
+    telemetry: declareTelemetryMetrics(registry),
+    timeouts: declareTimeoutMetrics(registry),
+    retry: declareRetryMetrics(registry),
+  };
+}
+
+/** What one route of one upstream needs to build its stack (build lifetime). */
+export interface RouteBuild {
+  readonly direction: Direction;
+  readonly upstream: string;
+  readonly route: string;
+  readonly timeouts: TimeoutPolicy;
+  /** Cap on the caller's propagated deadline (inbound). */
+  readonly maxDeadlineMs: number | undefined;
+  readonly retry: RetryPolicy | undefined;
+  readonly budget: RetryBudget | undefined;
+  readonly dispatchers: readonly Dispatcher[];
+  readonly deadlineHeader: string;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly metrics: StackMetrics;
+}
+
+export function buildStack(b: RouteBuild): Handler {
+  const { direction, upstream, clock, metrics } = b;
+  const layers: (Layer | undefined)[] = [
+    // Outermost: sees every request once, turns any error into the one local reply, counts it.
+    telemetryLayer({ direction, upstream, route: b.route, clock, metrics: metrics.telemetry }),
+    // Fixes the deadline before anything can wait, so retries, back-off and queues all fit in it;
+    // also refuses requests whose propagated deadline already passed.
+    deadlineLayer({
+      direction,
+      upstream,
+      requestMs: b.timeouts.requestMs,
+      maxDeadlineMs: b.maxDeadlineMs,
+      clock,
+      metrics: metrics.timeouts,
+    }),
+    // Retries inside the deadline, bounded by attempts and the upstream's budget.
+    b.retry === undefined
+      ? undefined
+      : retryLayer({
+          direction,
+          upstream,
+          policy: b.retry,
+          budget: b.budget,
+          clock,
+          random: b.random,
+          metrics: metrics.retry,
+        }),
+    // Innermost timer: bounds one try, so a hung endpoint costs a try and the retry goes on.
+    b.timeouts.perTryMs === undefined
+      ? undefined
+      : perTryTimeoutLayer({ direction, upstream, perTryMs: b.timeouts.perTryMs, metrics: metrics.timeouts }),
+  ];
+  let handler: Handler = upstreamClient({
+    dispatchers: b.dispatchers,
+    idleMs: b.timeouts.idleMs,
+    deadlineHeader: b.deadlineHeader,
+    clock,
+  });
+  for (let i = layers.length - 1; i >= 0; i--) {
+    const layer = layers[i];
+    if (layer !== undefined) handler = layer(handler);
+  }
+  return handler;
+}

@@ -1,0 +1,104 @@
+// The one shape every protection has. A layer wraps the next handler; the stack order lives in
+// ./order.ts. Handlers resolve when response *headers* are known: bodies stream afterwards, so a
+// layer can decide (retry, classify) on status and headers without buffering the body.
+import type { Readable } from 'node:stream';
+
+/** Milliseconds on a monotonic clock. Injected so decisions can be tested with a fake clock. */
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => performance.now() };
+
+/** Header list in the flat form both Node and undici accept: [name, value, name, value, ...]. */
+export type HeaderList = string[];
+
+export interface ProxyRequest {
+  readonly method: string;
+  /** Origin-form target: path and query, always starting with '/'. */
+  readonly path: string;
+  /** host[:port] the client addressed (absolute-form target or Host header), lower-case. */
+  readonly authority: string;
+  /**
+   * End-to-end request headers, hop-by-hop removed, Host as the client addressed it (kept: apps
+   * route on it). The deadline header is not here; it is re-set per try.
+   */
+  readonly headers: HeaderList;
+  /**
+   * null: no body. Buffer: a body held in memory (replayable). Readable: the client's stream,
+   * readable once.
+   */
+  readonly body: Buffer | Readable | null;
+  /** Declared length of the body, undefined when chunked or absent. */
+  readonly bodyLength: number | undefined;
+}
+
+/** A response body that streams from upstream; consumed once by pipeTo, or thrown away. */
+export interface ResponseBody {
+  pipeTo(sink: BodySink): void;
+  /** Throw the body away (a retry will replace this response); frees the upstream request. */
+  discard(): void;
+}
+
+/** Where a streamed body goes. write() returning false means: wait for onDrain before more. */
+export interface BodySink {
+  write(chunk: Buffer): boolean;
+  onDrain(resume: () => void): void;
+  end(trailers: Record<string, string | string[]> | null): void;
+  /** The upstream failed after headers were sent: the sink must cut the client connection. */
+  fail(err: Error): void;
+}
+
+export interface ProxyResponse {
+  readonly statusCode: number;
+  /** Response headers, hop-by-hop removed, lower-case names. */
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: ResponseBody | Buffer | null;
+}
+
+export type Direction = 'outbound' | 'inbound';
+
+/** Per-request state. Nothing here outlives the request. */
+export interface RequestContext {
+  readonly direction: Direction;
+  /** Upstream name (outbound) or 'app' (inbound); a bounded label, never a raw host. */
+  readonly upstream: string;
+  /** Route name within the upstream, bounded label. */
+  readonly route: string;
+  /** When the request arrived (clock ms). */
+  readonly startMs: number;
+  /** Absolute deadline on the clock (ms); Infinity when no deadline applies. */
+  deadlineMs: number;
+  /**
+   * Set once when the exchange is cancelled: the client went away or the deadline fired. A
+   * plain slot instead of an AbortController: tries are sequential, so one listener suffices,
+   * and it costs nothing per request.
+   */
+  cancelled: Error | undefined;
+  /** The I/O in progress (a try, a back-off sleep) registers here to hear of cancellation. */
+  onCancel: ((reason: Error) => void) | undefined;
+  /** The deadline timer, armed by the deadline layer, disarmed by the listener at the end. */
+  deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The deadline header as received (remaining ms from the previous hop), if any. */
+  readonly incomingDeadline: string | undefined;
+  /** Idempotency-Key from the request, if any (retry eligibility). */
+  readonly idempotencyKey: string | undefined;
+  /** 1 for the first try; set by the retry layer. */
+  attempt: number;
+  /** Why the current attempt is a retry, for telemetry. */
+  retryReason: string | undefined;
+  /** The local decision that ended the request, if any (a sluice-error code). */
+  localReply: string | undefined;
+}
+
+export type Handler = (req: ProxyRequest, ctx: RequestContext) => Promise<ProxyResponse>;
+export type Layer = (next: Handler) => Handler;
+
+/** Cancels the exchange once; whoever is doing I/O for it hears the reason. */
+export function cancel(ctx: RequestContext, reason: Error): void {
+  if (ctx.cancelled !== undefined) return;
+  ctx.cancelled = reason;
+  const listener = ctx.onCancel;
+  ctx.onCancel = undefined;
+  listener?.(reason);
+}

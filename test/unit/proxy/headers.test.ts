@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import { appendForwarded, forwardRequestHeaders, stripResponseHopByHop, type RequestHeaderFacts } from '../../../src/proxy/headers.ts';
+import { splitAbsolute } from '../../../src/proxy/listener.ts';
+import { parseAuthority } from '../../../src/proxy/router.ts';
+
+function facts(): RequestHeaderFacts {
+  return { host: undefined, deadline: undefined, idempotencyKey: undefined, expectContinue: false, contentLength: undefined, chunked: false, upgrade: undefined };
+}
+
+describe('forwardRequestHeaders', () => {
+  it('drops every hop-by-hop field, and the fields Connection names', () => {
+    const f = facts();
+    const out = forwardRequestHeaders(
+      [
+        'Host', 'orders',
+        'Connection', 'keep-alive, X-Secret',
+        'connection', 'x-other',
+        'Keep-Alive', 'timeout=5',
+        'TE', 'trailers',
+        'Transfer-Encoding', 'chunked',
+        'Upgrade', 'websocket',
+        'Proxy-Authorization', 'Basic x',
+        'Proxy-Connection', 'keep-alive',
+        'X-Secret', 's',
+        'X-Other', 'o',
+        'Accept', '*/*',
+      ],
+      'sluice-timeout-ms',
+      f,
+    );
+    expect(out).toEqual(['Accept', '*/*']);
+    expect(f).toMatchObject({ host: 'orders', chunked: true, upgrade: 'websocket' });
+  });
+
+  it('collects the facts the stack needs and keeps end-to-end fields in order', () => {
+    const f = facts();
+    const out = forwardRequestHeaders(
+      ['Content-Length', '3', 'Idempotency-Key', 'k1', 'Sluice-Timeout-Ms', '250', 'Expect', '100-continue', 'Trailer', 'x-sum'],
+      'sluice-timeout-ms',
+      f,
+    );
+    expect(out).toEqual(['Content-Length', '3', 'Idempotency-Key', 'k1', 'Trailer', 'x-sum']);
+    expect(f).toMatchObject({ contentLength: '3', idempotencyKey: 'k1', deadline: '250', expectContinue: true });
+  });
+});
+
+describe('appendForwarded', () => {
+  it('adds X-Forwarded-* and Forwarded for a new request', () => {
+    const h: string[] = [];
+    appendForwarded(h, '10.1.2.3', 'orders');
+    expect(h).toEqual([
+      'x-forwarded-for', '10.1.2.3',
+      'x-forwarded-proto', 'http',
+      'x-forwarded-host', 'orders',
+      'forwarded', 'for=10.1.2.3;host="orders";proto=http',
+    ]);
+  });
+
+  it('appends to an existing chain and brackets IPv6 in Forwarded', () => {
+    const h = ['X-Forwarded-For', '1.1.1.1', 'Forwarded', 'for=1.1.1.1', 'X-Forwarded-Proto', 'https'];
+    appendForwarded(h, '::1', undefined);
+    expect(h).toEqual(['X-Forwarded-For', '1.1.1.1, ::1', 'Forwarded', 'for=1.1.1.1, for="[::1]";proto=http', 'X-Forwarded-Proto', 'https']);
+  });
+});
+
+describe('stripResponseHopByHop', () => {
+  it('removes hop-by-hop fields and those named in Connection, keeps Trailer', () => {
+    const h: Record<string, string | string[] | undefined> = {
+      connection: 'keep-alive, x-hop',
+      'keep-alive': 'timeout=5',
+      'transfer-encoding': 'chunked',
+      'x-hop': '1',
+      trailer: 'x-sum',
+      'content-type': 'text/plain',
+    };
+    stripResponseHopByHop(h);
+    expect(h).toEqual({ trailer: 'x-sum', 'content-type': 'text/plain' });
+  });
+});
+
+describe('request targets', () => {
+  it.each([
+    ['http://orders/a?b=1', { authority: 'orders', path: '/a?b=1' }],
+    ['http://orders:8080', { authority: 'orders:8080', path: '/' }],
+    ['http://orders?x', { authority: 'orders', path: '/?x' }],
+    ['http://[::1]:9000/p', { authority: '[::1]:9000', path: '/p' }],
+    ['https://orders/', undefined],
+    ['*', undefined],
+  ])('splitAbsolute(%s)', (url, expected) => {
+    expect(splitAbsolute(url)).toEqual(expected);
+  });
+
+  it.each([
+    ['orders', { host: 'orders', port: 80 }],
+    ['orders:8080', { host: 'orders', port: 8080 }],
+    ['[::1]:9000', { host: '::1', port: 9000 }],
+    ['127.0.0.1:0', undefined],
+    ['orders:99999', undefined],
+    ['user@orders', undefined],
+    ['', undefined],
+  ])('parseAuthority(%s)', (authority, expected) => {
+    expect(parseAuthority(authority)).toEqual(expected);
+  });
+});
