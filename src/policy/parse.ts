@@ -1,0 +1,177 @@
+// Policy file text to a frozen SidecarPolicy, or every error in it with its position. The only
+// producer of ./types.ts shapes: everything downstream trusts what comes out of here.
+import { LineCounter, isMap, parseAllDocuments } from 'yaml';
+import type { ParseResult, PolicyError } from './errors.ts';
+import { BAD, Field, Reader, type MapView } from './reader.ts';
+import {
+  API_VERSION,
+  DEFAULTS,
+  KIND,
+  LIMITS_FIELDS,
+  MAX_DEADLINE,
+  SHUTDOWN_FIELDS,
+  readSection,
+  readValue,
+} from './schema.ts';
+import { readAddress, readTimeouts } from './sections.ts';
+import type { InboundPolicy, ListenerAddress, OutboundPolicy, SidecarPolicy } from './types.ts';
+import { readUpstreams } from './upstreams.ts';
+
+export { formatPolicyError, type ParseResult, type PolicyError } from './errors.ts';
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** A header name as Node hands them to us: lower-case. */
+const LOWER_HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+
+export function parsePolicy(text: string, file: string): ParseResult {
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lines });
+  const at = (offset: number, reason: string): PolicyError => {
+    const { line, col } = lines.linePos(offset);
+    return { file, line, col, field: '', reason };
+  };
+
+  // A broken tree would only produce misleading schema errors, so syntax errors come alone.
+  const syntax = docs.flatMap((d) => d.errors.map((e) => at(e.pos[0], e.message.split(' at line ')[0]!)));
+  if (syntax.length > 0) return { ok: false, errors: syntax };
+
+  // Empty documents (a stray `---`, a file of comments) carry nothing and are skipped.
+  const present = docs.filter((d) => d.contents !== null);
+  const first = present[0];
+  if (!first) return { ok: false, errors: [at(0, `no ${KIND} document in the file`)] };
+  const extra = present
+    .slice(1)
+    .map((d) => at(d.range[0], `a policy file holds exactly one document; this is a second one`));
+
+  const reader = new Reader(file, lines, first);
+  const policy = readDocument(reader);
+  // Reading order follows the types, not the file; people fix files top to bottom.
+  const errors = [...reader.errors, ...extra].sort((a, b) => a.line - b.line || a.col - b.col);
+  if (errors.length > 0 || !policy) return { ok: false, errors };
+  return { ok: true, policy: deepFreeze(policy) };
+}
+
+function readDocument(r: Reader): SidecarPolicy | undefined {
+  const root = r.root();
+  if (!isMap(root.node)) {
+    root.fail(`the document must be a map of apiVersion, kind, metadata and spec, ${root.got()}`);
+    return undefined;
+  }
+  const doc = root.map(['apiVersion', 'kind', 'metadata', 'spec']);
+  if (doc === BAD) return undefined;
+  // Another kind of document (a Deployment in the same folder) is not checked against our schema.
+  const header = [exact(doc.require('apiVersion'), API_VERSION), exact(doc.require('kind'), KIND)];
+  if (header.includes(false)) return undefined;
+
+  let name = '';
+  const metadata = doc.require('metadata');
+  const meta = metadata === BAD ? BAD : metadata.map(['name']);
+  const nameField = meta === BAD ? BAD : meta.require('name');
+  const nameValue = nameField === BAD ? BAD : nameField.string();
+  if (nameField !== BAD && nameValue !== BAD) {
+    if (nameValue.length <= 253 && DNS_SUBDOMAIN.test(nameValue)) name = nameValue;
+    else {
+      nameField.fail(
+        `must be a DNS-1123 name (lower-case letters, digits, '-' and '.', at most 253 characters), ${nameField.got()}`,
+      );
+    }
+  }
+  return readSpec(doc.get('spec') ?? new Field(r, 'spec', null, root.offset), name);
+}
+
+function exact(f: Field | typeof BAD, want: string): boolean {
+  if (f === BAD) return false;
+  if (f.scalar() === want) return true;
+  f.fail(`must be ${want}, ${f.got()}`);
+  return false;
+}
+
+function readSpec(f: Field, name: string): SidecarPolicy | undefined {
+  const spec = f.map(['admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound']);
+  if (spec === BAD) return undefined;
+  const limits = spec.get('limits');
+  const shutdown = spec.get('shutdown');
+  const policy: SidecarPolicy = {
+    name,
+    admin: readAddress(spec.get('admin'), DEFAULTS.admin, 0),
+    outbound: readOutbound(spec.get('outbound')),
+    inbound: readInbound(spec.get('inbound')),
+    limits: limits ? readSection(limits, LIMITS_FIELDS, DEFAULTS.limits) : DEFAULTS.limits,
+    shutdown: shutdown ? readSection(shutdown, SHUTDOWN_FIELDS, DEFAULTS.shutdown) : DEFAULTS.shutdown,
+    deadlineHeader: readDeadlineHeader(spec.get('deadlineHeader')),
+  };
+  // Fields that failed fell back to defaults; comparing those would report conflicts nobody wrote.
+  if (f.reader.errors.length === 0) checkListenerPorts(policy, spec);
+  return policy;
+}
+
+function readListener(f: Field | undefined, base: ListenerAddress): ListenerAddress | undefined {
+  return f?.isOff() ? undefined : readAddress(f, base, 0);
+}
+
+/** A section's fields; none when it is absent or not a map (reported, and defaults stand in). */
+function fieldsOf(f: Field | undefined, known: readonly string[]): MapView | undefined {
+  const m = f?.map(known);
+  return m === BAD ? undefined : m;
+}
+
+function readInbound(f: Field | undefined): InboundPolicy {
+  const d = DEFAULTS.inbound;
+  const m = fieldsOf(f, ['listener', 'app', 'timeouts', 'maxDeadlineMs']);
+  const maxDeadline = m?.get('maxDeadlineMs');
+  const maxDeadlineMs = maxDeadline ? readValue(maxDeadline, MAX_DEADLINE, undefined) : d.maxDeadlineMs;
+  return {
+    listener: readListener(m?.get('listener'), d.listener),
+    // The app is something to connect to: port 0 could never answer.
+    app: readAddress(m?.get('app'), d.app, 1),
+    timeouts: readTimeouts(m?.get('timeouts'), d.timeouts),
+    maxDeadlineMs: maxDeadlineMs === BAD ? d.maxDeadlineMs : (maxDeadlineMs as number | undefined),
+  };
+}
+
+function readOutbound(f: Field | undefined): OutboundPolicy {
+  const d = DEFAULTS.outbound;
+  const m = fieldsOf(f, ['listener', 'unknownHosts', 'defaults', 'upstreams']);
+  const unknown = m?.get('unknownHosts')?.oneOf(['forward', 'reject'] as const);
+  return {
+    listener: readListener(m?.get('listener'), d.listener),
+    unknownHosts: unknown === undefined || unknown === BAD ? d.unknownHosts : unknown,
+    ...readUpstreams(m?.get('defaults'), m?.get('upstreams')),
+  };
+}
+
+function readDeadlineHeader(f: Field | undefined): string {
+  const v = f?.string();
+  if (!f || v === undefined || v === BAD) return DEFAULTS.deadlineHeader;
+  if (LOWER_HTTP_TOKEN.test(v)) return v;
+  f.fail(`must be a lower-case HTTP header name, ${f.got()}`);
+  return DEFAULTS.deadlineHeader;
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::']);
+
+/** Two listeners on one port would fail at bind time; say so here, where it can be fixed. */
+function checkListenerPorts(policy: SidecarPolicy, spec: MapView): void {
+  const listeners = [
+    { path: 'spec.admin', addr: policy.admin, field: spec.get('admin') },
+    { path: 'spec.inbound.listener', addr: policy.inbound.listener, field: spec.get('inbound')?.lookup('listener') },
+    { path: 'spec.outbound.listener', addr: policy.outbound.listener, field: spec.get('outbound')?.lookup('listener') },
+  ];
+  for (const [j, b] of listeners.entries()) {
+    for (const a of listeners.slice(0, j)) {
+      if (!a.addr || !b.addr || a.addr.port === 0 || a.addr.port !== b.addr.port) continue;
+      const overlap = a.addr.host === b.addr.host || WILDCARDS.has(a.addr.host) || WILDCARDS.has(b.addr.host);
+      const at = b.field?.lookup('port') ?? a.field?.lookup('port') ?? b.field ?? a.field;
+      if (overlap && at) at.fail(`port ${b.addr.port} is used by both ${a.path} and ${b.path}`);
+    }
+  }
+}
+
+/** Config is parsed once and shared by every layer; freezing makes accidental edits throw. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
