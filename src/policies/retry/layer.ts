@@ -116,7 +116,8 @@ export function retryLayer(b: RetryBuild): Layer {
 
       const status = outcome.response?.statusCode;
       const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
-      if (!verdict.failure || ctx.cancelled !== undefined || !isRetryable(verdict, status, policy)) return settle(outcome);
+      // isRetryable, not verdict.failure: a listed status such as 429 is retried though it is no failure.
+      if (ctx.cancelled !== undefined || !isRetryable(verdict, status, policy)) return settle(outcome);
       if (attempt >= policy.maxAttempts) {
         refused.attempts.inc();
         return settle(outcome);
