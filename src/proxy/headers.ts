@@ -42,20 +42,35 @@ export interface RequestHeaderFacts {
   chunked: boolean;
   /** The Upgrade header's value (kept for tunnels, dropped for ordinary requests). */
   upgrade: string | undefined;
+  /** Positions of the values of forwarding headers in the output list, -1 when absent. */
+  xffAt: number;
+  forwardedAt: number;
+  hasXfProto: boolean;
+  hasXfHost: boolean;
+}
+
+export function newRequestHeaderFacts(): RequestHeaderFacts {
+  return {
+    host: undefined,
+    deadline: undefined,
+    idempotencyKey: undefined,
+    expectContinue: false,
+    contentLength: undefined,
+    chunked: false,
+    upgrade: undefined,
+    xffAt: -1,
+    forwardedAt: -1,
+    hasXfProto: false,
+    hasXfHost: false,
+  };
 }
 
 /**
  * Copies raw request headers minus hop-by-hop, Host, and the deadline header (re-set per try),
- * collecting the few facts the stack needs on the way, so headers are walked once per request.
+ * collecting the few facts the stack needs on the way: one pass per request in the common case.
  */
 export function forwardRequestHeaders(raw: string[], deadlineHeader: string, facts: RequestHeaderFacts): HeaderList {
   let connection: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).length === 10 && (raw[i] as string).toLowerCase() === 'connection') {
-      connection = connection === undefined ? raw[i + 1] : `${connection},${raw[i + 1]}`;
-    }
-  }
-  const named = connectionNamed(connection);
   const out: HeaderList = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
@@ -66,45 +81,75 @@ export function forwardRequestHeaders(raw: string[], deadlineHeader: string, fac
       continue;
     }
     if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'expect' && value.toLowerCase() === '100-continue') facts.expectContinue = true;
+      if (lower === 'connection') connection = connection === undefined ? value : `${connection},${value}`;
+      else if (lower === 'expect' && value.toLowerCase() === '100-continue') facts.expectContinue = true;
       else if (lower === 'transfer-encoding') facts.chunked = true;
       else if (lower === 'upgrade') facts.upgrade = value;
       continue;
     }
-    if (named !== null && named.has(lower)) continue;
     if (lower === deadlineHeader) {
       facts.deadline = value;
       continue;
     }
-    if (lower === 'idempotency-key') facts.idempotencyKey = value;
-    else if (lower === 'content-length') facts.contentLength = value;
+    switch (lower) {
+      case 'content-length':
+        facts.contentLength = value;
+        break;
+      case 'idempotency-key':
+        facts.idempotencyKey = value;
+        break;
+      case 'x-forwarded-for':
+        facts.xffAt = out.length + 1;
+        break;
+      case 'forwarded':
+        facts.forwardedAt = out.length + 1;
+        break;
+      case 'x-forwarded-proto':
+        facts.hasXfProto = true;
+        break;
+      case 'x-forwarded-host':
+        facts.hasXfHost = true;
+        break;
+    }
     out.push(name, value);
+  }
+  const named = connectionNamed(connection);
+  return named === null ? out : withoutNamed(out, named, facts);
+}
+
+/** Rare path: the client named extra hop-by-hop fields in Connection; drop them too. */
+function withoutNamed(headers: HeaderList, named: Set<string>, facts: RequestHeaderFacts): HeaderList {
+  const out: HeaderList = [];
+  facts.xffAt = -1;
+  facts.forwardedAt = -1;
+  for (let i = 0; i < headers.length; i += 2) {
+    const lower = (headers[i] as string).toLowerCase();
+    if (named.has(lower)) {
+      if (lower === 'x-forwarded-proto') facts.hasXfProto = false;
+      else if (lower === 'x-forwarded-host') facts.hasXfHost = false;
+      else if (lower === 'content-length') facts.contentLength = undefined;
+      else if (lower === 'idempotency-key') facts.idempotencyKey = undefined;
+      continue;
+    }
+    if (lower === 'x-forwarded-for') facts.xffAt = out.length + 1;
+    else if (lower === 'forwarded') facts.forwardedAt = out.length + 1;
+    out.push(headers[i] as string, headers[i + 1] as string);
   }
   return out;
 }
 
 /** Adds X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) for the client we accepted. */
-export function appendForwarded(headers: HeaderList, clientIp: string | undefined, host: string | undefined): void {
-  let xff: number = -1;
-  let hasProto = false;
-  let hasXHost = false;
-  let fwd = -1;
-  for (let i = 0; i < headers.length; i += 2) {
-    const lower = (headers[i] as string).toLowerCase();
-    if (lower === 'x-forwarded-for') xff = i + 1;
-    else if (lower === 'x-forwarded-proto') hasProto = true;
-    else if (lower === 'x-forwarded-host') hasXHost = true;
-    else if (lower === 'forwarded') fwd = i + 1;
-  }
+export function appendForwarded(headers: HeaderList, facts: RequestHeaderFacts, clientIp: string | undefined): void {
   const ip = clientIp ?? 'unknown';
-  if (xff >= 0) headers[xff] = `${headers[xff]}, ${ip}`;
+  const host = facts.host;
+  if (facts.xffAt >= 0) headers[facts.xffAt] = `${headers[facts.xffAt]}, ${ip}`;
   else headers.push('x-forwarded-for', ip);
-  if (!hasProto) headers.push('x-forwarded-proto', 'http');
-  if (!hasXHost && host !== undefined) headers.push('x-forwarded-host', host);
+  if (!facts.hasXfProto) headers.push('x-forwarded-proto', 'http');
+  if (!facts.hasXfHost && host !== undefined) headers.push('x-forwarded-host', host);
   // IPv6 addresses must be quoted and bracketed in Forwarded (RFC 7239 §6).
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
   const element = host === undefined ? `for=${node};proto=http` : `for=${node};host="${host}";proto=http`;
-  if (fwd >= 0) headers[fwd] = `${headers[fwd]}, ${element}`;
+  if (facts.forwardedAt >= 0) headers[facts.forwardedAt] = `${headers[facts.forwardedAt]}, ${element}`;
   else headers.push('forwarded', element);
 }
 

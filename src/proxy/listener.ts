@@ -16,7 +16,7 @@ import {
   type ProxyResponse,
   type RequestContext,
 } from '../stack/types.ts';
-import { appendForwarded, forwardRequestHeaders, type RequestHeaderFacts } from './headers.ts';
+import { appendForwarded, forwardRequestHeaders, newRequestHeaderFacts as newFacts } from './headers.ts';
 import type { RouteTarget } from './router.ts';
 import { openTunnel, refuseTunnel } from './tunnel.ts';
 
@@ -52,26 +52,14 @@ class ResponseSink implements BodySink {
   onDrain(resume: () => void): void {
     this.#res.once('drain', resume);
   }
-  end(trailers: Record<string, string | string[]> | null): void {
+  end(trailers: Record<string, string | string[]> | null, last?: Buffer): void {
     if (trailers !== null) this.#res.addTrailers(trailers);
-    this.#res.end();
+    this.#res.end(last);
   }
   fail(err: Error): void {
     // Headers are out: the only honest signal left is an incomplete message, so cut the socket.
     this.#res.destroy(err);
   }
-}
-
-function newFacts(): RequestHeaderFacts {
-  return {
-    host: undefined,
-    deadline: undefined,
-    idempotencyKey: undefined,
-    expectContinue: false,
-    contentLength: undefined,
-    chunked: false,
-    upgrade: undefined,
-  };
 }
 
 /** Splits an absolute-form target (`http://host:port/path?q`) into authority and path. */
@@ -144,7 +132,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       return;
     }
     headers.push('host', authority);
-    appendForwarded(headers, req.socket.remoteAddress, facts.host);
+    appendForwarded(headers, facts, req.socket.remoteAddress);
     if (facts.expectContinue) req.once('resume', () => res.writeContinue());
     if (draining) res.shouldKeepAlive = false;
 
@@ -209,7 +197,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       return;
     }
     headers.push('host', authority, 'connection', 'upgrade', 'upgrade', facts.upgrade);
-    appendForwarded(headers, req.socket.remoteAddress, facts.host);
+    appendForwarded(headers, facts, req.socket.remoteAddress);
     let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) lines += `${headers[i]}: ${headers[i + 1]}\r\n`;
     openTunnel(

@@ -40,10 +40,14 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
   return (req, ctx) => {
     const dispatcher = dispatchers[next++ % count] as Dispatcher;
     if (next >= 1 << 30) next = 0;
-    let headers = req.headers;
+    const headers = req.headers;
     if (ctx.deadlineMs !== Infinity) {
-      // The next hop learns how much time is left, minus what we already spent.
-      headers = headers.concat(deadlineHeader, String(Math.max(0, Math.floor(ctx.deadlineMs - clock.now()))));
+      // The next hop learns how much time is left, minus what we already spent. The list is this
+      // request's own; a retry finds the header it set last time at the end and updates it.
+      const remaining = String(Math.max(0, Math.floor(ctx.deadlineMs - clock.now())));
+      const at = headers.length - 2;
+      if (at >= 0 && headers[at] === deadlineHeader) headers[at + 1] = remaining;
+      else headers.push(deadlineHeader, remaining);
     }
     return dispatchTry(
       dispatcher,

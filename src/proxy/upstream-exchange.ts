@@ -80,7 +80,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
       return;
     }
     const hasTrailers = trailers !== null && Object.keys(trailers).length > 0 ? trailers : null;
-    if (this.#sink !== undefined && this.#held === undefined) this.#sink.end(hasTrailers);
+    if (this.#sink !== undefined) this.#sink.end(hasTrailers);
     else {
       this.#ended = true;
       this.#trailers = hasTrailers;
@@ -100,24 +100,20 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   pipeTo(sink: BodySink): void {
     this.#sink = sink;
     const held = this.#held;
-    if (held !== undefined) {
-      this.#held = undefined;
-      this.#heldBytes = 0;
-      let flowing = true;
-      for (const chunk of held) flowing = sink.write(chunk) && flowing;
-      if (this.#ended) {
-        sink.end(this.#trailers);
-        return;
-      }
-      if (!flowing && this.#controller !== undefined) {
-        this.#pauseUntilDrain(this.#controller, sink);
-        return;
-      }
-    } else if (this.#ended) {
-      sink.end(this.#trailers);
+    this.#held = undefined;
+    this.#heldBytes = 0;
+    if (this.#ended) {
+      // The whole body is already here (the usual case for small bodies): hand the last chunk
+      // to end() so headers and body leave in one write.
+      const last = held?.pop();
+      if (held !== undefined) for (const chunk of held) sink.write(chunk);
+      sink.end(this.#trailers, last);
       return;
     }
+    let flowing = true;
+    if (held !== undefined) for (const chunk of held) flowing = sink.write(chunk) && flowing;
     if (this.#error !== undefined) sink.fail(this.#error);
+    else if (!flowing && this.#controller !== undefined) this.#pauseUntilDrain(this.#controller, sink);
     else this.#controller?.resume();
   }
 

@@ -44,7 +44,8 @@ export interface ResponseBody {
 export interface BodySink {
   write(chunk: Buffer): boolean;
   onDrain(resume: () => void): void;
-  end(trailers: Record<string, string | string[]> | null): void;
+  /** Ends the body; `last` is a final chunk, so a body that arrived whole is written at once. */
+  end(trailers: Record<string, string | string[]> | null, last?: Buffer): void;
   /** The upstream failed after headers were sent: the sink must cut the client connection. */
   fail(err: Error): void;
 }

@@ -10,7 +10,8 @@ import { counter, histogram } from './registry.ts';
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
 /** Methods kept as label values; anything else is `_OTHER` (OTel semconv), bounding cardinality. */
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+const METHODS = ['_OTHER', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'];
+const METHOD_INDEX = new Map(METHODS.map((m, i) => [m, i]));
 
 type DurationLabels = 'upstream' | 'route' | 'http_request_method' | 'http_response_status_code' | 'error_type';
 
@@ -56,23 +57,26 @@ export interface TelemetryBuild {
 
 export function telemetryLayer(b: TelemetryBuild): Layer {
   const family = b.direction === 'outbound' ? b.metrics.clientDuration : b.metrics.serverDuration;
-  // Children are bound once per (method, status, error) and reused: labels() hashes on every call.
-  const children = new Map<string, { observe(v: number): void }>();
+  // Children are bound once per (method, status, error) and reused: labels() hashes on every
+  // call. Upstream answers are keyed by a number, so the hot path builds no string.
+  const answered = new Map<number, { observe(v: number): void }>();
+  const local = new Map<string, { observe(v: number): void }>();
   const replies = new Map<LocalReplyCode, { inc(): void }>();
 
   function observe(method: string, status: number, errorType: string, seconds: number): void {
-    const m = KNOWN_METHODS.has(method) ? method : '_OTHER';
-    const key = `${m} ${status} ${errorType}`;
-    let child = children.get(key);
+    const index = METHOD_INDEX.get(method) ?? 0;
+    const key = status * 16 + index;
+    let child = errorType === '' ? answered.get(key) : local.get(`${key} ${errorType}`);
     if (child === undefined) {
       child = family.labels({
         upstream: b.upstream,
         route: b.route,
-        http_request_method: m,
+        http_request_method: METHODS[index] as string,
         http_response_status_code: String(status),
         error_type: errorType,
       });
-      children.set(key, child);
+      if (errorType === '') answered.set(key, child);
+      else local.set(`${key} ${errorType}`, child);
     }
     child.observe(seconds);
   }

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { appendForwarded, forwardRequestHeaders, stripResponseHopByHop, type RequestHeaderFacts } from '../../../src/proxy/headers.ts';
+import {
+  appendForwarded,
+  forwardRequestHeaders,
+  newRequestHeaderFacts as facts,
+  stripResponseHopByHop,
+} from '../../../src/proxy/headers.ts';
 import { splitAbsolute } from '../../../src/proxy/listener.ts';
 import { parseAuthority } from '../../../src/proxy/router.ts';
 
-function facts(): RequestHeaderFacts {
-  return { host: undefined, deadline: undefined, idempotencyKey: undefined, expectContinue: false, contentLength: undefined, chunked: false, upgrade: undefined };
-}
 
 describe('forwardRequestHeaders', () => {
   it('drops every hop-by-hop field, and the fields Connection names', () => {
@@ -32,6 +34,13 @@ describe('forwardRequestHeaders', () => {
     expect(f).toMatchObject({ host: 'orders', chunked: true, upgrade: 'websocket' });
   });
 
+  it('keeps forwarding positions right when Connection names a field before them', () => {
+    const f = facts();
+    const out = forwardRequestHeaders(['X-Hop', '1', 'X-Forwarded-For', '1.1.1.1', 'Connection', 'x-hop'], 'sluice-timeout-ms', f);
+    appendForwarded(out, f, '2.2.2.2');
+    expect(out.slice(0, 2)).toEqual(['X-Forwarded-For', '1.1.1.1, 2.2.2.2']);
+  });
+
   it('collects the facts the stack needs and keeps end-to-end fields in order', () => {
     const f = facts();
     const out = forwardRequestHeaders(
@@ -46,8 +55,9 @@ describe('forwardRequestHeaders', () => {
 
 describe('appendForwarded', () => {
   it('adds X-Forwarded-* and Forwarded for a new request', () => {
-    const h: string[] = [];
-    appendForwarded(h, '10.1.2.3', 'orders');
+    const f = facts();
+    const h = forwardRequestHeaders(['Host', 'orders'], 'sluice-timeout-ms', f);
+    appendForwarded(h, f, '10.1.2.3');
     expect(h).toEqual([
       'x-forwarded-for', '10.1.2.3',
       'x-forwarded-proto', 'http',
@@ -57,8 +67,9 @@ describe('appendForwarded', () => {
   });
 
   it('appends to an existing chain and brackets IPv6 in Forwarded', () => {
-    const h = ['X-Forwarded-For', '1.1.1.1', 'Forwarded', 'for=1.1.1.1', 'X-Forwarded-Proto', 'https'];
-    appendForwarded(h, '::1', undefined);
+    const f = facts();
+    const h = forwardRequestHeaders(['X-Forwarded-For', '1.1.1.1', 'Forwarded', 'for=1.1.1.1', 'X-Forwarded-Proto', 'https'], 'sluice-timeout-ms', f);
+    appendForwarded(h, f, '::1');
     expect(h).toEqual(['X-Forwarded-For', '1.1.1.1, ::1', 'Forwarded', 'for=1.1.1.1, for="[::1]";proto=http', 'X-Forwarded-Proto', 'https']);
   });
 });
