@@ -1,0 +1,81 @@
+// Runs the real CLI (`node src/main.ts …`) as a child process, as a user would.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command to completion (bounded), collecting its output. */
+export function runCli(args: readonly string[], timeoutMs = 15_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`sluice ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface RunningProxy {
+  readonly child: ChildProcess;
+  readonly outboundPort: number;
+  readonly inboundPort: number;
+  readonly adminPort: number;
+  /** Everything the process wrote so far. */
+  output(): string;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `sluice proxy` with the given args and waits for its "started" log line. */
+export function startCliProxy(args: readonly string[], timeoutMs = 15_000): Promise<RunningProxy> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, 'proxy', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`sluice proxy did not start in ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString();
+      for (const line of out.split('\n')) {
+        if (!line.includes('"sluice proxy started"')) continue;
+        const started = JSON.parse(line) as Record<string, { port: number } | undefined>;
+        clearTimeout(timer);
+        resolve({
+          child,
+          outboundPort: started.outbound?.port ?? -1,
+          inboundPort: started.inbound?.port ?? -1,
+          adminPort: started.admin?.port ?? -1,
+          output: () => out,
+          stop: () => {
+            child.kill('SIGTERM');
+            return exited;
+          },
+        });
+        return;
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`sluice proxy exited with ${code} before starting:\n${out}`));
+    });
+  });
+}
