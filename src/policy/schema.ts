@@ -45,7 +45,7 @@ interface Defaults {
 /** What each field is when no level of the policy sets it. */
 export const DEFAULTS: Defaults = {
   admin: { host: '127.0.0.1', port: 15000 },
-  limits: { maxHeaderBytes: 16384, headersTimeoutMs: 10000, keepAliveTimeoutMs: 5000 },
+  limits: { maxHeaderBytes: 16384, headersTimeoutMs: 10000, keepAliveTimeoutMs: 5000, maxRetryBufferBytes: 67_108_864 },
   shutdown: { graceMs: 20000 },
   deadlineHeader: 'sluice-timeout-ms',
   inbound: {
@@ -123,6 +123,7 @@ export const RETRY_BUDGET_FIELDS: SectionSpec<RetryBudgetPolicy> = {
 
 export const LIMITS_FIELDS: SectionSpec<ServerLimits> = {
   maxHeaderBytes: { kind: 'int', min: 1024, max: 1024 * 1024 },
+  maxRetryBufferBytes: { kind: 'int', min: 0, max: 4 * 1024 * 1024 * 1024 },
   headersTimeoutMs: { kind: 'int', min: 1, max: MAX_SERVER_MS },
   keepAliveTimeoutMs: { kind: 'int', min: 1, max: MAX_SERVER_MS },
 };

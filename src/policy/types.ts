@@ -94,6 +94,8 @@ export interface ServerLimits {
   readonly headersTimeoutMs: number;
   /** Idle keep-alive connections from clients are closed after this. */
   readonly keepAliveTimeoutMs: number;
+  /** Request bodies held for replay by all requests together; beyond it, requests are not retried. */
+  readonly maxRetryBufferBytes: number;
 }
 
 export interface OutboundPolicy {

@@ -2,6 +2,7 @@
 // route), rebuilt on every policy update. State whose meaning survives an update is carried
 // over: a budget keeps its window when its upstream keeps its name, pools stay warm per endpoint.
 import { RetryBudget } from '../policies/retry/budget.ts';
+import type { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import type { Endpoint, OutboundPolicy, RoutePolicy, SidecarPolicy, UpstreamPolicy } from '../policy/types.ts';
 import { buildStack, type StackMetrics } from '../stack/order.ts';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
@@ -19,6 +20,8 @@ export interface RouteTarget {
 
 export interface RuntimeDeps {
   readonly clock: Clock;
+  /** Sidecar-wide bound on request bodies held for replay. */
+  readonly replayAllowance: ReplayAllowance;
   readonly random: () => number;
   readonly metrics: StackMetrics;
 }
@@ -56,6 +59,7 @@ class UpstreamRuntime {
           maxDeadlineMs: direction === 'inbound' ? policy.inbound.maxDeadlineMs : undefined,
           retry: route.retry,
           budget,
+          replayAllowance: deps.replayAllowance,
           dispatchers,
           deadlineHeader: policy.deadlineHeader,
           clock: deps.clock,

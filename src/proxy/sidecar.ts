@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry, type Counter, type Gauge } from 'prom-client';
 import type { Logger } from 'pino';
 import type { SidecarPolicy } from '../policy/types.ts';
+import { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import { SluiceError } from '../stack/errors.ts';
 import { declareStackMetrics } from '../stack/order.ts';
 import { systemClock, type Clock } from '../stack/types.ts';
@@ -44,7 +45,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const log = opts.log ?? silentLogger;
   const registry = new Registry();
   if (opts.processMetrics === true) collectDefaultMetrics({ register: registry });
-  const deps = { clock, random: opts.random ?? Math.random, metrics: declareStackMetrics(registry) };
+  const replayAllowance = new ReplayAllowance(opts.policy.limits.maxRetryBufferBytes);
+  const deps = { clock, random: opts.random ?? Math.random, metrics: declareStackMetrics(registry), replayAllowance };
   const policyMetrics = declarePolicyMetrics(registry);
 
   const pools = new PoolSet();
@@ -58,6 +60,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const ownPorts = new Set<number>();
 
   const install = (policy: SidecarPolicy): void => {
+    replayAllowance.setLimit(policy.limits.maxRetryBufferBytes);
     outboundRouter.apply(policy);
     inboundRouter.apply(policy);
     current = policy;

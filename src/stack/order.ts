@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
 import { retryLayer, declareRetryMetrics, type RetryMetrics } from '../policies/retry/layer.ts';
 import type { RetryBudget } from '../policies/retry/budget.ts';
+import type { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import {
   deadlineLayer,
   declareTimeoutMetrics,
@@ -40,6 +41,7 @@ export interface RouteBuild {
   readonly maxDeadlineMs: number | undefined;
   readonly retry: RetryPolicy | undefined;
   readonly budget: RetryBudget | undefined;
+  readonly replayAllowance: ReplayAllowance;
   readonly dispatchers: readonly Dispatcher[];
   readonly deadlineHeader: string;
   readonly clock: Clock;
@@ -70,6 +72,7 @@ export function buildStack(b: RouteBuild): Handler {
           upstream,
           policy: b.retry,
           budget: b.budget,
+          allowance: b.replayAllowance,
           clock,
           random: b.random,
           metrics: metrics.retry,

@@ -10,7 +10,7 @@ import type { RetryPolicy } from '../../policy/types.ts';
 import { backoffMs } from './backoff.ts';
 import type { RetryBudget } from './budget.ts';
 import { mayRetry } from './idempotent.ts';
-import { bufferForReplay } from './replay-body.ts';
+import { bufferForReplay, type ReplayAllowance } from './replay-body.ts';
 import { parseRetryAfterMs } from './retry-after.ts';
 
 export interface RetryMetrics {
@@ -39,6 +39,8 @@ export interface RetryBuild {
   readonly upstream: string;
   readonly policy: RetryPolicy;
   readonly budget: RetryBudget | undefined;
+  /** Sidecar-wide bound on replay buffers. */
+  readonly allowance: ReplayAllowance;
   readonly clock: Clock;
   readonly random: () => number;
   readonly metrics: RetryMetrics;
@@ -85,75 +87,81 @@ export function retryLayer(b: RetryBuild): Layer {
     return o.response;
   }
 
-  return (next) => async (req, ctx) => {
-    budget?.recordRequest();
-    if (policy.maxAttempts <= 1 || !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy)) return next(req, ctx);
+  return (next) => {
+    async function attempts(request: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+      for (let attempt = 1; ; attempt++) {
+        ctx.attempt = attempt;
+        let outcome: Outcome;
+        try {
+          outcome = { response: await next(request, ctx) };
+        } catch (error) {
+          outcome = { error };
+        }
+        if (attempt > 1) budget?.release();
 
-    let request: ProxyRequest = req;
-    if (req.body !== null && !Buffer.isBuffer(req.body)) {
-      if (req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) {
+        const status = outcome.response?.statusCode;
+        const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
+        // isRetryable, not verdict.failure: a listed status such as 429 is retried though it is no failure.
+        if (ctx.cancelled !== undefined || !isRetryable(verdict, status, policy)) return settle(outcome);
+        if (attempt >= policy.maxAttempts) {
+          refused.attempts.inc();
+          return settle(outcome);
+        }
+
+        let waitMs = backoffMs(attempt, policy.backoff, b.random);
+        const retryAfter = outcome.response?.headers['retry-after'];
+        if (typeof retryAfter === 'string') {
+          const askedMs = parseRetryAfterMs(retryAfter, Date.now());
+          if (askedMs !== undefined) {
+            if (askedMs > policy.retryAfterMaxMs) {
+              refused.retryAfter.inc();
+              return settle(outcome);
+            }
+            waitMs = Math.max(waitMs, askedMs);
+          }
+        }
+        // A retry that cannot start before the deadline would only turn an answer into a 504.
+        if (clock.now() + waitMs >= ctx.deadlineMs) {
+          refused.deadline.inc();
+          return settle(outcome);
+        }
+        if (budget !== undefined && !budget.tryAcquire()) {
+          refused.budget.inc();
+          return settle(outcome);
+        }
+        const body = outcome.response?.body;
+        if (body != null && !Buffer.isBuffer(body)) body.discard();
+        countRetry(verdict.reason);
+        ctx.retryReason = verdict.reason;
+        try {
+          if (waitMs > 0) await sleep(waitMs, ctx);
+        } catch (err) {
+          budget?.release();
+          throw err;
+        }
+      }
+    }
+
+    return async (req, ctx) => {
+      budget?.recordRequest();
+      if (policy.maxAttempts <= 1 || !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy)) return next(req, ctx);
+
+      if (req.body === null || Buffer.isBuffer(req.body)) return attempts(req, ctx);
+      const reserve = Math.min(req.bodyLength ?? policy.bufferLimitBytes, policy.bufferLimitBytes);
+      if ((req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) || !b.allowance.tryReserve(reserve)) {
         refused.body.inc();
         return next(req, ctx);
       }
-      if (ctx.cancelled !== undefined) throw ctx.cancelled;
-      const replay = await bufferForReplay(req.body, policy.bufferLimitBytes, ctx);
-      request = { ...req, body: replay.body };
-      if (replay.kind === 'stream') {
+      try {
+        if (ctx.cancelled !== undefined) throw ctx.cancelled;
+        const replay = await bufferForReplay(req.body, policy.bufferLimitBytes, ctx);
+        const request = { ...req, body: replay.body };
+        if (replay.kind === 'buffer') return await attempts(request, ctx);
         refused.body.inc();
-        return next(request, ctx);
+        return await next(request, ctx);
+      } finally {
+        b.allowance.release(reserve);
       }
-    }
-
-    for (let attempt = 1; ; attempt++) {
-      ctx.attempt = attempt;
-      let outcome: Outcome;
-      try {
-        outcome = { response: await next(request, ctx) };
-      } catch (error) {
-        outcome = { error };
-      }
-      if (attempt > 1) budget?.release();
-
-      const status = outcome.response?.statusCode;
-      const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
-      // isRetryable, not verdict.failure: a listed status such as 429 is retried though it is no failure.
-      if (ctx.cancelled !== undefined || !isRetryable(verdict, status, policy)) return settle(outcome);
-      if (attempt >= policy.maxAttempts) {
-        refused.attempts.inc();
-        return settle(outcome);
-      }
-
-      let waitMs = backoffMs(attempt, policy.backoff, b.random);
-      const retryAfter = outcome.response?.headers['retry-after'];
-      if (typeof retryAfter === 'string') {
-        const askedMs = parseRetryAfterMs(retryAfter, Date.now());
-        if (askedMs !== undefined) {
-          if (askedMs > policy.retryAfterMaxMs) {
-            refused.retryAfter.inc();
-            return settle(outcome);
-          }
-          waitMs = Math.max(waitMs, askedMs);
-        }
-      }
-      // A retry that cannot start before the deadline would only turn an answer into a 504.
-      if (clock.now() + waitMs >= ctx.deadlineMs) {
-        refused.deadline.inc();
-        return settle(outcome);
-      }
-      if (budget !== undefined && !budget.tryAcquire()) {
-        refused.budget.inc();
-        return settle(outcome);
-      }
-      const body = outcome.response?.body;
-      if (body != null && !Buffer.isBuffer(body)) body.discard();
-      countRetry(verdict.reason);
-      ctx.retryReason = verdict.reason;
-      try {
-        if (waitMs > 0) await sleep(waitMs, ctx);
-      } catch (err) {
-        budget?.release();
-        throw err;
-      }
-    }
+    };
   };
 }

@@ -5,6 +5,39 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { RequestContext } from '../../stack/types.ts';
 
+/**
+ * The sidecar-wide bound on bytes held for replay. A request reserves its worst case (its
+ * Content-Length, or the per-request bound when chunked) before reading; when the total would be
+ * exceeded the request is sent unbuffered and not retried, so a burst of uploads cannot grow
+ * memory past the configured total.
+ */
+export class ReplayAllowance {
+  #limitBytes: number;
+  #usedBytes = 0;
+
+  constructor(limitBytes: number) {
+    this.#limitBytes = limitBytes;
+  }
+
+  setLimit(limitBytes: number): void {
+    this.#limitBytes = limitBytes;
+  }
+
+  get usedBytes(): number {
+    return this.#usedBytes;
+  }
+
+  tryReserve(bytes: number): boolean {
+    if (this.#usedBytes + bytes > this.#limitBytes) return false;
+    this.#usedBytes += bytes;
+    return true;
+  }
+
+  release(bytes: number): void {
+    this.#usedBytes = Math.max(0, this.#usedBytes - bytes);
+  }
+}
+
 export type Replayable = { readonly kind: 'buffer'; readonly body: Buffer } | { readonly kind: 'stream'; readonly body: Readable };
 
 export function bufferForReplay(source: Readable, limitBytes: number, ctx: RequestContext): Promise<Replayable> {

@@ -65,7 +65,7 @@ describe('the embedded default policy', () => {
     expect(policy.outbound.defaults.maxConnectionsPerEndpoint).toBe(128);
     expect(policy.outbound.defaults.routes.map((r) => r.name)).toEqual(['default']);
     expect(policy.outbound.upstreams).toEqual([]);
-    expect(policy.limits).toEqual({ maxHeaderBytes: 16384, headersTimeoutMs: 10000, keepAliveTimeoutMs: 5000 });
+    expect(policy.limits).toEqual({ maxHeaderBytes: 16384, headersTimeoutMs: 10000, keepAliveTimeoutMs: 5000, maxRetryBufferBytes: 67108864 });
     expect(policy.shutdown).toEqual({ graceMs: 20000 });
     expect(policy.deadlineHeader).toBe('sluice-timeout-ms');
   });
