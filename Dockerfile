@@ -1,7 +1,16 @@
 # syntax=docker/dockerfile:1
 # sluice: one image for `sluice proxy` (and later `control`, the webhook).
-# Node 24 runs the TypeScript sources directly (type stripping), so there is no build output to
-# copy: the deps stage installs production dependencies only, the final stage adds the sources.
+# Build stage: compile TypeScript to JavaScript. Node 24 could run the .ts sources directly, but
+# its type stripper costs ~20 MiB of resident memory per process; a sidecar runs in every pod.
+FROM node:24-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# Production dependencies only.
 FROM node:24-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -14,8 +23,8 @@ LABEL org.opencontainers.image.title="sluice" \
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
 COPY package.json ./
-COPY src ./src
 COPY config ./config
 # The image's `node` user (uid 1000); the sidecar needs no privileges.
 USER node
@@ -24,5 +33,5 @@ EXPOSE 15001 15006 15000
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
   CMD ["node", "-e", "fetch('http://127.0.0.1:15000/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # sluice handles SIGTERM itself (drain, then exit 0), so node may be PID 1 directly.
-ENTRYPOINT ["node", "src/main.ts"]
+ENTRYPOINT ["node", "dist/main.js"]
 CMD ["proxy"]
