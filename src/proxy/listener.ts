@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ListenerAddress, ServerLimits } from '../policy/types.ts';
-import { SluiceError, toLocalReply } from '../stack/errors.ts';
+import { SluiceError, toLocalReply, type LocalReplyCode } from '../stack/errors.ts';
 import {
   cancel,
   type BodySink,
@@ -28,6 +28,8 @@ export interface ListenerDeps {
   settings(): { readonly limits: ServerLimits; readonly deadlineHeader: string; readonly idleMs: number | undefined };
   /** A route for the request, or a typed refusal (no-route, bad authority). */
   resolve(authority: string, method: string, path: string): RouteTarget | SluiceError;
+  /** Counts a refusal made before any route's stack ran (no route, bad target, draining tunnel). */
+  refused(code: LocalReplyCode): void;
 }
 
 export interface Listener {
@@ -48,6 +50,9 @@ class ResponseSink implements BodySink {
   }
   write(chunk: Buffer): boolean {
     return this.#res.write(chunk);
+  }
+  flush(): void {
+    this.#res.flushHeaders();
   }
   onDrain(resume: () => void): void {
     this.#res.once('drain', resume);
@@ -70,12 +75,6 @@ export function splitAbsolute(url: string): { authority: string; path: string } 
   const authority = url.slice(7, end);
   const rest = url.slice(end);
   return { authority, path: rest === '' ? '/' : rest[0] === '?' ? `/${rest}` : rest };
-}
-
-function writeLocal(res: ServerResponse, err: unknown): void {
-  const reply = toLocalReply(err);
-  res.writeHead(reply.statusCode, reply.headers);
-  res.end(reply.body);
 }
 
 export async function startListener(addr: ListenerAddress, deps: ListenerDeps): Promise<Listener> {
@@ -103,6 +102,19 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     joinDuplicateHeaders: false,
   });
   if (initial.idleMs !== undefined) server.timeout = initial.idleMs;
+
+  /** Answers a request the stack never saw; counted like every other local reply. */
+  function writeLocal(res: ServerResponse, err: SluiceError): void {
+    deps.refused(err.code);
+    const reply = toLocalReply(err);
+    res.writeHead(reply.statusCode, reply.headers);
+    res.end(reply.body);
+  }
+
+  function refuse(socket: Duplex, err: SluiceError): void {
+    deps.refused(err.code);
+    refuseTunnel(socket, err.status, err.message, err.code);
+  }
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const startMs = clock.now();
@@ -164,8 +176,12 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       .then((response) => respond(res, response), (err: unknown) => {
         // The telemetry layer turns errors into replies; reaching here is a bug, answered anyway.
         log.error({ err }, 'stack rejected instead of replying');
-        if (!res.headersSent) writeLocal(res, err);
-        else res.destroy();
+        if (res.headersSent) res.destroy();
+        else {
+          const reply = toLocalReply(err);
+          res.writeHead(reply.statusCode, reply.headers);
+          res.end(reply.body);
+        }
       });
   }
 
@@ -188,12 +204,12 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     const authority = (facts.host ?? '').toLowerCase();
     const target = draining ? new SluiceError('draining') : deps.resolve(authority, req.method as string, req.url as string);
     if (target instanceof SluiceError) {
-      refuseTunnel(socket, target.status, target.message, target.code);
+      refuse(socket, target);
       return;
     }
     const endpoint = target.endpoints[Math.floor(Math.random() * target.endpoints.length)];
     if (endpoint === undefined || facts.upgrade === undefined) {
-      refuseTunnel(socket, 400, 'Bad Request', 'bad-request');
+      refuse(socket, new SluiceError('bad-request', 'no endpoint or Upgrade header for the tunnel'));
       return;
     }
     headers.push('host', authority, 'connection', 'upgrade', 'upgrade', facts.upgrade);
@@ -213,12 +229,12 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     const authority = (req.url ?? '').toLowerCase();
     const target = draining ? new SluiceError('draining') : deps.resolve(authority, 'CONNECT', '/');
     if (target instanceof SluiceError) {
-      refuseTunnel(socket, target.status, target.message, target.code);
+      refuse(socket, target);
       return;
     }
     const endpoint = target.endpoints[0];
     if (endpoint === undefined) {
-      refuseTunnel(socket, 400, 'Bad Request', 'bad-request');
+      refuse(socket, new SluiceError('bad-request', 'no endpoint or Upgrade header for the tunnel'));
       return;
     }
     openTunnel(

@@ -81,6 +81,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         clock,
         log,
         settings: () => ({ limits: current.limits, deadlineHeader: current.deadlineHeader, idleMs: current.outbound.defaults.timeouts.idleMs }),
+        refused: (code) => deps.metrics.telemetry.localReplies.labels({ direction: 'outbound', upstream: 'none', code }).inc(),
         resolve: (authority, method, path) => {
           if (authority === '') return new SluiceError('bad-request', 'no Host header or absolute-form target');
           const endpoint = parseAuthority(authority);
@@ -101,6 +102,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         clock,
         log,
         settings: () => ({ limits: current.limits, deadlineHeader: current.deadlineHeader, idleMs: current.inbound.timeouts.idleMs }),
+        refused: (code) => deps.metrics.telemetry.localReplies.labels({ direction: 'inbound', upstream: 'none', code }).inc(),
         resolve: (_authority, method, path): RouteTarget | SluiceError =>
           inboundRouter.resolve(method, path) ?? new SluiceError('no-route', 'inbound app not configured'),
       });

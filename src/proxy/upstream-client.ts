@@ -4,10 +4,28 @@
 import type { Dispatcher } from 'undici';
 import { classifyError } from '../stack/classify.ts';
 import { SluiceError } from '../stack/errors.ts';
-import type { Clock, Handler } from '../stack/types.ts';
+import type { Counter, Registry } from 'prom-client';
+import type { Clock, Direction, Handler } from '../stack/types.ts';
+import { counter } from '../telemetry/registry.ts';
 import { dispatchTry } from './upstream-exchange.ts';
 
+export interface UpstreamMetrics {
+  readonly attempts: Counter<'direction' | 'upstream'>;
+}
+
+export function declareUpstreamMetrics(registry: Registry): UpstreamMetrics {
+  return {
+    attempts: counter(registry, 'sluice_upstream_attempts_total', 'Tries sent to upstream endpoints (first tries and retries).', [
+      'direction',
+      'upstream',
+    ]),
+  };
+}
+
 export interface UpstreamClientBuild {
+  readonly direction: Direction;
+  readonly upstream: string;
+  readonly metrics: UpstreamMetrics;
   /** One dispatcher per endpoint, in policy order. */
   readonly dispatchers: readonly Dispatcher[];
   /** No body bytes from the upstream for this long ends the response (undefined = off). */
@@ -37,7 +55,9 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
   const count = dispatchers.length;
   const bodyTimeout = b.idleMs ?? 0;
   let next = 0;
+  const attempts = b.metrics.attempts.labels({ direction: b.direction, upstream: b.upstream });
   return (req, ctx) => {
+    attempts.inc();
     const dispatcher = dispatchers[next++ % count] as Dispatcher;
     if (next >= 1 << 30) next = 0;
     const headers = req.headers;

@@ -112,6 +112,9 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     }
     let flowing = true;
     if (held !== undefined) for (const chunk of held) flowing = sink.write(chunk) && flowing;
+    // Node sends the head with the first body write; a body that has not started yet must not
+    // keep the client from seeing the status (a stream may stall, or be long-lived by design).
+    else sink.flush();
     if (this.#error !== undefined) sink.fail(this.#error);
     else if (!flowing && this.#controller !== undefined) this.#pauseUntilDrain(this.#controller, sink);
     else this.#controller?.resume();

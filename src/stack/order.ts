@@ -12,7 +12,7 @@ import {
   type TimeoutMetrics,
 } from '../policies/timeout/layer.ts';
 import type { RetryPolicy, TimeoutPolicy } from '../policy/types.ts';
-import { upstreamClient } from '../proxy/upstream-client.ts';
+import { declareUpstreamMetrics, upstreamClient, type UpstreamMetrics } from '../proxy/upstream-client.ts';
 import { declareTelemetryMetrics, telemetryLayer, type TelemetryMetrics } from '../telemetry/layer.ts';
 import type { Clock, Direction, Handler, Layer } from './types.ts';
 
@@ -21,6 +21,7 @@ export interface StackMetrics {
   readonly telemetry: TelemetryMetrics;
   readonly timeouts: TimeoutMetrics;
   readonly retry: RetryMetrics;
+  readonly upstream: UpstreamMetrics;
 }
 
 export function declareStackMetrics(registry: Registry): StackMetrics {
@@ -28,6 +29,7 @@ export function declareStackMetrics(registry: Registry): StackMetrics {
     telemetry: declareTelemetryMetrics(registry),
     timeouts: declareTimeoutMetrics(registry),
     retry: declareRetryMetrics(registry),
+    upstream: declareUpstreamMetrics(registry),
   };
 }
 
@@ -83,6 +85,9 @@ export function buildStack(b: RouteBuild): Handler {
       : perTryTimeoutLayer({ direction, upstream, perTryMs: b.timeouts.perTryMs, metrics: metrics.timeouts }),
   ];
   let handler: Handler = upstreamClient({
+    direction,
+    upstream,
+    metrics: metrics.upstream,
     dispatchers: b.dispatchers,
     idleMs: b.timeouts.idleMs,
     deadlineHeader: b.deadlineHeader,

@@ -43,6 +43,8 @@ export interface ResponseBody {
 /** Where a streamed body goes. write() returning false means: wait for onDrain before more. */
 export interface BodySink {
   write(chunk: Buffer): boolean;
+  /** Sends the response head now: the body has no bytes yet and the client should not wait. */
+  flush(): void;
   onDrain(resume: () => void): void;
   /** Ends the body; `last` is a final chunk, so a body that arrived whole is written at once. */
   end(trailers: Record<string, string | string[]> | null, last?: Buffer): void;
