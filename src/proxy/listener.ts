@@ -145,7 +145,10 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     }
     headers.push('host', authority);
     appendForwarded(headers, facts, req.socket.remoteAddress);
-    if (facts.expectContinue) req.once('resume', () => res.writeContinue());
+    // 100 Continue goes out only when the stack starts reading the body, so a request refused
+    // first (deadline passed, no route) never makes the client send its body. HTTP/1.0 clients
+    // do not understand 1xx: their expectation is ignored (RFC 9110 §10.1.1).
+    if (facts.expectContinue && req.httpVersionMinor >= 1) req.once('resume', () => res.writeContinue());
     if (draining) res.shouldKeepAlive = false;
 
     const hasBody = facts.chunked || (facts.contentLength !== undefined && facts.contentLength !== '0');
@@ -256,6 +259,8 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
   }
 
   server.on('request', onRequest);
+  // Handling checkContinue stops Node from answering 100 by itself before we decide.
+  server.on('checkContinue', onRequest);
   server.on('upgrade', onUpgrade);
   server.on('connect', onConnect);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
