@@ -1,0 +1,51 @@
+// Upstreams below HTTP: a bare TCP server for byte-level behaviour no HTTP server would produce,
+// and a port that refuses connections (a dead endpoint).
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+
+export interface RawUpstream {
+  readonly port: number;
+  readonly endpoint: string;
+  /** Connections accepted so far. */
+  readonly connections: number;
+  close(): Promise<void>;
+}
+
+/** A bare TCP server for behaviour no HTTP server would produce; the callback owns the socket. */
+export async function startRawUpstream(onConnection: (socket: Socket, n: number) => void): Promise<RawUpstream> {
+  const sockets = new Set<Socket>();
+  let connections = 0;
+  const server: NetServer = createNetServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    onConnection(socket, connections);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    endpoint: `127.0.0.1:${port}`,
+    get connections() {
+      return connections;
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
+  };
+}
+
+/** A port that refuses connections: bound once to learn a free port, then closed. */
+export async function deadPort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
