@@ -6,6 +6,7 @@ import net, { type AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Endpoint, ListenerAddress } from '../policy/types.ts';
+import { listen } from './listen.ts';
 
 export interface AdminDeps {
   readonly registry: Registry;
@@ -91,14 +92,7 @@ export async function startAdmin(addr: ListenerAddress, deps: AdminDeps): Promis
     }
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(addr.port, addr.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
+  const address = await listen(server, addr);
   deps.log.info({ address: address.address, port: address.port }, 'admin up');
   return {
     address,

@@ -18,6 +18,7 @@ import {
 } from '../stack/types.ts';
 import { appendForwarded, forwardRequestHeaders, newRequestHeaderFacts as newFacts } from './headers.ts';
 import type { RouteTarget } from './router.ts';
+import { listen } from './listen.ts';
 import { openTunnel, refuseTunnel } from './tunnel.ts';
 
 export interface ListenerDeps {
@@ -281,14 +282,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     );
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(addr.port, addr.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
+  const address = await listen(server, addr);
   log.info({ direction, address: address.address, port: address.port }, 'listener up');
 
   return {
