@@ -4,18 +4,18 @@
 import type { Dispatcher } from 'undici';
 import { classifyError } from '../stack/classify.ts';
 import { SluiceError } from '../stack/errors.ts';
-import type { Counter, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
-import { counter } from '../telemetry/registry.ts';
+import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
 import { dispatchTry } from './upstream-exchange.ts';
 
 export interface UpstreamMetrics {
-  readonly attempts: Counter<'direction' | 'upstream'>;
+  readonly attempts: HotCounter<'direction' | 'upstream'>;
 }
 
 export function declareUpstreamMetrics(registry: Registry): UpstreamMetrics {
   return {
-    attempts: counter(registry, 'sluice_upstream_attempts_total', 'Tries sent to upstream endpoints (first tries and retries).', [
+    attempts: hotCounter(registry, 'sluice_upstream_attempts_total', 'Tries sent to upstream endpoints (first tries and retries).', [
       'direction',
       'upstream',
     ]),

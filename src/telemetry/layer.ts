@@ -1,10 +1,11 @@
 // The outermost layer: every request passes it exactly once, so it is where any error from the
 // stack becomes the one local reply the client sees (via toLocalReply), and where request
 // duration and local decisions are counted. Nothing below it needs to know how errors look.
-import type { Counter, Histogram, Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import { toLocalReply, type LocalReplyCode } from '../stack/errors.ts';
 import type { Clock, Direction, Layer, ProxyResponse, RequestContext } from '../stack/types.ts';
-import { counter, histogram } from './registry.ts';
+import { hotHistogram, type HotHistogram } from './hot-metrics.ts';
+import { counter } from './registry.ts';
 
 /** OpenTelemetry's recommended HTTP duration buckets, in seconds. */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
@@ -16,22 +17,22 @@ const METHOD_INDEX = new Map(METHODS.map((m, i) => [m, i]));
 type DurationLabels = 'upstream' | 'route' | 'http_request_method' | 'http_response_status_code' | 'error_type';
 
 export interface TelemetryMetrics {
-  readonly clientDuration: Histogram<DurationLabels>;
-  readonly serverDuration: Histogram<DurationLabels>;
+  readonly clientDuration: HotHistogram<DurationLabels>;
+  readonly serverDuration: HotHistogram<DurationLabels>;
   readonly localReplies: Counter<'direction' | 'upstream' | 'code'>;
 }
 
 export function declareTelemetryMetrics(registry: Registry): TelemetryMetrics {
   const labels = ['upstream', 'route', 'http_request_method', 'http_response_status_code', 'error_type'] as const;
   return {
-    clientDuration: histogram(
+    clientDuration: hotHistogram(
       registry,
       'http_client_request_duration_seconds',
       'Outbound requests: time from arrival at the sidecar until response headers were sent back.',
       labels,
       DURATION_BUCKETS,
     ),
-    serverDuration: histogram(
+    serverDuration: hotHistogram(
       registry,
       'http_server_request_duration_seconds',
       'Inbound requests: time from arrival at the sidecar until response headers were sent back.',

@@ -1,0 +1,938 @@
+// Overhead benchmark: one run, one markdown table. See bench/README.md.
+//
+//   node bench/run.ts          (npm run bench)
+//
+// Rows: direct (load -> upstream), sluice outbound, sluice outbound -> inbound (two sidecars),
+// nginx and haproxy reverse proxies when installed. The load generator runs on one core, the
+// upstream and the proxy under test on the other. Everything started here is stopped by PID at
+// the end, also on error or Ctrl-C.
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { createServer } from 'node:net';
+import http from 'node:http';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import path from 'node:path';
+import type { FixedRateResult } from './fixed-rate.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+function envNum(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const LOCAL_NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
+const NODE = existsSync(LOCAL_NODE) ? LOCAL_NODE : process.execPath;
+
+const P = {
+  satSeconds: envNum('BENCH_SECONDS', 5),
+  warmupSeconds: envNum('BENCH_WARMUP_SECONDS', 3),
+  connections: envNum('BENCH_CONNECTIONS', 64),
+  rate: envNum('BENCH_RATE', 2000),
+  fixedSeconds: envNum('BENCH_FIXED_SECONDS', 5),
+  fixedWarmupSeconds: envNum('BENCH_FIXED_WARMUP_SECONDS', 1),
+  loadCpu: process.env['BENCH_LOAD_CPU'] ?? '0',
+  serverCpu: process.env['BENCH_SERVER_CPU'] ?? '1',
+  /** Comma-separated row ids to run (direct always runs: ratios need it). */
+  rows: (process.env['BENCH_ROWS'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''),
+  keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
+  /** Scheduling niceness for all bench processes (negative needs root): less noise from others. */
+  nice: ((): number | undefined => {
+    const v = process.env['BENCH_NICE'];
+    if (v === undefined || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`BENCH_NICE must be an integer from -20 to 19, got ${JSON.stringify(v)}`);
+    return n;
+  })(),
+  /** Before each row, wait up to this long for the bench CPUs to go idle (other people's work). */
+  quietWaitSeconds: process.env['BENCH_QUIET_WAIT_SECONDS'] === '0' ? 0 : envNum('BENCH_QUIET_WAIT_SECONDS', 10),
+  /** Extra node flags for the sidecar processes, space-separated (e.g. --max-semi-space-size=16). */
+  sluiceNodeFlags: (process.env['BENCH_SLUICE_NODE_FLAGS'] ?? '').split(/\s+/).filter((s) => s !== ''),
+};
+
+/** `nice -n N` prefix for everything the bench starts, when BENCH_NICE is set. */
+function niceArgs(): string[] {
+  return P.nice === undefined ? [] : ['nice', '-n', String(P.nice)];
+}
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isInteger(n) && n > 0 ? n : 100;
+})();
+
+// ---------------------------------------------------------------------------------------------
+// Small utilities
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function onPath(cmd: string): string | undefined {
+  for (const dir of (process.env['PATH'] ?? '').split(':')) {
+    if (dir === '') continue;
+    const p = path.join(dir, cmd);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = addr !== null && typeof addr === 'object' ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function httpGetStatus(url: string, timeoutMs: number): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', () => resolve(0));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+  });
+}
+
+function firstLine(s: string): string {
+  return s.split('\n').find((l) => l.trim() !== '')?.trim() ?? '';
+}
+
+function fmt(n: number | undefined, digits = 2): string {
+  if (n === undefined || !Number.isFinite(n)) return '—';
+  return n.toFixed(digits);
+}
+
+function fmtInt(n: number | undefined): string {
+  if (n === undefined || !Number.isFinite(n)) return '—';
+  return Math.round(n).toLocaleString('en-US');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes we start: tracked here and stopped by PID (SIGTERM, then SIGKILL after a bound).
+
+const TAIL_BYTES = 64 * 1024;
+
+class Proc {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly pid: number;
+  stdout = '';
+  stderr = '';
+  exitCode: number | null = null;
+  exitSignal: NodeJS.Signals | null = null;
+  exited: Promise<void>;
+
+  constructor(name: string, cmd: string, args: string[], opts: { cwd?: string } = {}) {
+    if (aborting) throw new Error(`interrupted: not starting ${name}`);
+    this.name = name;
+    this.child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    if (this.child.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
+    this.pid = this.child.pid;
+    const keep = (prev: string, chunk: Buffer): string => {
+      const s = prev + chunk.toString('utf8');
+      return s.length > TAIL_BYTES ? s.slice(s.length - TAIL_BYTES) : s;
+    };
+    this.child.stdout?.on('data', (c: Buffer) => {
+      this.stdout = keep(this.stdout, c);
+    });
+    this.child.stderr?.on('data', (c: Buffer) => {
+      this.stderr = keep(this.stderr, c);
+    });
+    this.exited = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        this.exitCode = code;
+        this.exitSignal = signal;
+        resolve();
+      });
+      this.child.on('error', (err) => {
+        this.stderr += `\nspawn error: ${err.message}`;
+        this.exitCode ??= -1;
+        resolve();
+      });
+    });
+    running.add(this);
+    void this.exited.then(() => running.delete(this));
+  }
+
+  get alive(): boolean {
+    return this.exitCode === null && this.exitSignal === null;
+  }
+
+  /**
+   * SIGTERM, wait up to graceMs, then SIGKILL; by PID only: this process and the descendants it
+   * started (taken before signalling, so a wrapper's child is not orphaned and left running).
+   */
+  async stop(graceMs = 3000): Promise<void> {
+    if (!this.alive) return;
+    const tree = processTree([this.pid]);
+    const signal = (pids: number[], sig: NodeJS.Signals): void => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // already gone
+        }
+      }
+    };
+    signal(tree, 'SIGTERM');
+    const done = await Promise.race([this.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    const survivors = tree.filter((pid) => pid !== this.pid && readStat(pid) !== undefined);
+    if (!done || survivors.length > 0) {
+      signal(done ? survivors : tree, 'SIGKILL');
+      await Promise.race([this.exited, sleep(2000)]);
+    }
+  }
+
+  describe(): string {
+    const status = this.alive ? 'running' : `exited code=${this.exitCode} signal=${this.exitSignal}`;
+    return `${this.name} (pid ${this.pid}, ${status})\n--- stderr tail ---\n${this.stderr.slice(-4000)}\n--- stdout tail ---\n${this.stdout.slice(-2000)}`;
+  }
+}
+
+const running = new Set<Proc>();
+/** Set on SIGINT/SIGTERM: nothing new starts, rows stop, everything running is stopped. */
+let aborting = false;
+let tmpDir: string | undefined;
+
+async function stopAll(): Promise<void> {
+  await Promise.all([...running].reverse().map((p) => p.stop()));
+}
+
+/** Waits for `check` to pass, failing early if `proc` exits; throws with its output on timeout. */
+async function waitFor(what: string, procs: Proc[], check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    for (const p of procs) {
+      if (!p.alive) throw new Error(`${what}: ${p.name} exited before it was ready\n${p.describe()}`);
+    }
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`${what}: not ready after ${timeoutMs} ms\n${procs.map((p) => p.describe()).join('\n')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc accounting
+
+interface ProcStat {
+  ppid: number;
+  ticks: number; // utime + stime
+}
+
+function readStat(pid: number): ProcStat | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised comm (which may contain spaces): state ppid ... utime(14) stime(15)
+    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(rest[1]), ticks: Number(rest[11]) + Number(rest[12]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The given PIDs and all their live descendants (nginx workers, and so on). */
+function processTree(roots: readonly number[]): number[] {
+  const children = new Map<number, number[]>();
+  for (const ent of readdirSync('/proc')) {
+    if (!/^\d+$/.test(ent)) continue;
+    const st = readStat(Number(ent));
+    if (st === undefined) continue;
+    const list = children.get(st.ppid) ?? [];
+    list.push(Number(ent));
+    children.set(st.ppid, list);
+  }
+  const out: number[] = [];
+  const queue = [...roots];
+  while (queue.length > 0) {
+    const pid = queue.shift() as number;
+    if (out.includes(pid)) continue;
+    out.push(pid);
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+/** CPU ticks per PID for the tree under `roots`. */
+function treeTicks(roots: readonly number[]): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const pid of processTree(roots)) {
+    const st = readStat(pid);
+    if (st !== undefined) m.set(pid, st.ticks);
+  }
+  return m;
+}
+
+function ticksDelta(before: Map<number, number>, after: Map<number, number>): number {
+  let sum = 0;
+  for (const [pid, t] of after) sum += t - (before.get(pid) ?? 0);
+  return sum;
+}
+
+function statusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number | undefined {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy ticks (user+nice+system, not idle/iowait/irq/softirq/steal) per CPU from /proc/stat. */
+function cpuBusyTicks(): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const f = line.split(/\s+/);
+    if (!/^cpu\d+$/.test(f[0] ?? '')) continue;
+    m.set((f[0] as string).slice(3), Number(f[1]) + Number(f[2]) + Number(f[3]));
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generators (pinned to the load core). Run through `sh` so the wrapper can report the
+// generator's own CPU (its children's utime+stime) for the "other CPU" noise estimate.
+
+interface LoadRun {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+  /** CPU ticks used by the generator process. */
+  ticks: number;
+}
+
+const WRAP = '"$@"; rc=$?; read -r s < /proc/$$/stat; echo "SLUICE_BENCH_STAT $s" >&2; exit $rc';
+
+async function runLoad(name: string, argv: string[], timeoutMs: number): Promise<LoadRun> {
+  const p = new Proc(name, 'taskset', ['-c', P.loadCpu, ...niceArgs(), 'sh', '-c', WRAP, 'sh', ...argv]);
+  const timedOut = await Promise.race([p.exited.then(() => false), sleep(timeoutMs).then(() => true)]);
+  if (timedOut) {
+    await p.stop(1000);
+    throw new Error(`${name}: did not finish within ${timeoutMs} ms\n${p.describe()}`);
+  }
+  let ticks = 0;
+  const m = /SLUICE_BENCH_STAT (.*)$/m.exec(p.stderr);
+  if (m) {
+    const s = m[1] as string;
+    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    ticks = Number(rest[13]) + Number(rest[14]); // cutime(16) + cstime(17)
+  }
+  const stderr = p.stderr.replace(/^SLUICE_BENCH_STAT .*\n?/m, '');
+  return { stdout: p.stdout, stderr, code: p.exitCode, ticks };
+}
+
+interface WrkResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50Ms: number | undefined;
+  p99Ms: number | undefined;
+  non2xx: number;
+  socketErrors: { connect: number; read: number; write: number; timeout: number };
+  raw: string;
+}
+
+function wrkDurationMs(v: string, unit: string): number {
+  const n = Number(v);
+  switch (unit) {
+    case 'us':
+      return n / 1000;
+    case 'ms':
+      return n;
+    case 's':
+      return n * 1000;
+    case 'm':
+      return n * 60_000;
+    case 'h':
+      return n * 3_600_000;
+    default:
+      return Number.NaN;
+  }
+}
+
+export function parseWrk(out: string): WrkResult {
+  const req = /(\d+) requests in ([\d.]+)(us|ms|s|m|h)/.exec(out);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  if (!req || !rps) throw new Error(`could not parse wrk output:\n${out}`);
+  const pct = (q: string): number | undefined => {
+    const m = new RegExp(`^\\s*${q}%\\s+([\\d.]+)(us|ms|s|m|h)`, 'm').exec(out);
+    return m ? wrkDurationMs(m[1] as string, m[2] as string) : undefined;
+  };
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  return {
+    requests: Number(req[1]),
+    seconds: wrkDurationMs(req[2] as string, req[3] as string) / 1000,
+    rps: Number(rps[1]),
+    p50Ms: pct('50'),
+    p99Ms: pct('99'),
+    non2xx: non2xx ? Number(non2xx[1]) : 0,
+    socketErrors: sock
+      ? { connect: Number(sock[1]), read: Number(sock[2]), write: Number(sock[3]), timeout: Number(sock[4]) }
+      : { connect: 0, read: 0, write: 0, timeout: 0 },
+    raw: out,
+  };
+}
+
+async function wrk(url: string, seconds: number): Promise<{ result: WrkResult; ticks: number }> {
+  const args = ['wrk', '-t1', `-c${P.connections}`, `-d${seconds}s`, '--latency', '-H', 'Host: bench', url];
+  const run = await runLoad('wrk', args, seconds * 1000 + 15_000);
+  if (run.code !== 0) throw new Error(`wrk exited ${run.code}: ${run.stderr}\n${run.stdout}`);
+  return { result: parseWrk(run.stdout), ticks: run.ticks };
+}
+
+async function fixedRate(url: string): Promise<{ result: FixedRateResult; ticks: number }> {
+  const args = [
+    NODE,
+    path.join(ROOT, 'bench', 'fixed-rate.ts'),
+    '--url',
+    url,
+    '--rate',
+    String(P.rate),
+    '--seconds',
+    String(P.fixedSeconds),
+    '--warmup-seconds',
+    String(P.fixedWarmupSeconds),
+    '--connections',
+    String(P.connections),
+    '--host',
+    'bench',
+  ];
+  const run = await runLoad('fixed-rate', args, (P.fixedSeconds + P.fixedWarmupSeconds) * 1000 + 30_000);
+  if (run.code !== 0) throw new Error(`fixed-rate exited ${run.code}: ${run.stderr}`);
+  return { result: JSON.parse(firstLine(run.stdout)) as FixedRateResult, ticks: run.ticks };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets: each row starts its proxy process(es) and returns the URL to load.
+
+interface Target {
+  url: string;
+  /** Root PIDs of the proxy under test (their descendants count too); empty for direct. */
+  procs: Proc[];
+  /** How peak RSS is combined across `procs`, for the notes. */
+  rssNote?: string;
+}
+
+interface RowSpec {
+  id: string;
+  label: string;
+  /** Undefined when the row can run; otherwise why it is skipped. */
+  skip(): string | undefined;
+  start(tmp: string, upstreamPort: number): Promise<Target>;
+}
+
+function serverCmd(cmd: string, args: string[]): [string, string[]] {
+  return ['taskset', ['-c', P.serverCpu, ...niceArgs(), cmd, ...args]];
+}
+
+async function startUpstream(): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const [cmd, args] = serverCmd(NODE, [path.join(ROOT, 'bench', 'upstream.ts'), String(port)]);
+  const proc = new Proc('upstream', cmd, args);
+  await waitFor('upstream', [proc], async () => /listening \d+/.test(proc.stdout), 10_000);
+  return { proc, port };
+}
+
+function sluicePolicy(
+  name: string,
+  adminPort: number,
+  outbound: { port: number; endpoint: string } | undefined,
+  inbound: { port: number; appPort: number } | undefined,
+): string {
+  const lines = [
+    'apiVersion: sluice.dev/v1alpha1',
+    'kind: SidecarPolicy',
+    'metadata:',
+    `  name: ${name}`,
+    'spec:',
+    '  admin:',
+    '    address: 127.0.0.1',
+    `    port: ${adminPort}`,
+    '  shutdown:',
+    '    graceMs: 2000',
+    '  inbound:',
+  ];
+  if (inbound === undefined) {
+    lines.push('    listener: off');
+  } else {
+    lines.push(
+      '    listener:',
+      '      address: 127.0.0.1',
+      `      port: ${inbound.port}`,
+      '    app:',
+      '      address: 127.0.0.1',
+      `      port: ${inbound.appPort}`,
+    );
+  }
+  lines.push('  outbound:');
+  if (outbound === undefined) {
+    lines.push('    listener: off');
+  } else {
+    lines.push(
+      '    listener:',
+      '      address: 127.0.0.1',
+      `      port: ${outbound.port}`,
+      '    unknownHosts: reject',
+      '    upstreams:',
+      '      - name: bench',
+      '        hosts: [bench]',
+      `        endpoints: [${outbound.endpoint}]`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function startSluice(tmp: string, name: string, policy: string, adminPort: number): Promise<Proc> {
+  const file = path.join(tmp, `${name}.yaml`);
+  writeFileSync(file, policy);
+  const [cmd, args] = serverCmd(NODE, [...P.sluiceNodeFlags, SLUICE_MAIN, 'proxy', '--policy', file]);
+  const proc = new Proc(name, cmd, args);
+  await waitFor(
+    `${name} /readyz`,
+    [proc],
+    async () => (await httpGetStatus(`http://127.0.0.1:${adminPort}/readyz`, 1000)) === 200,
+    20_000,
+  );
+  return proc;
+}
+
+// The compiled build, as production runs it (`npm run bench` builds it first).
+const SLUICE_MAIN = path.join(ROOT, 'dist', 'main.js');
+
+const ROWS: RowSpec[] = [
+  {
+    id: 'direct',
+    label: 'direct',
+    skip: () => undefined,
+    start: async (_tmp, upstreamPort) => ({ url: `http://127.0.0.1:${upstreamPort}/`, procs: [] }),
+  },
+  {
+    id: 'sluice-outbound',
+    label: 'sluice outbound',
+    skip: () => (existsSync(SLUICE_MAIN) ? undefined : 'dist/main.js not found: run `npm run build`'),
+    start: async (tmp, upstreamPort) => {
+      const admin = await freePort();
+      const out = await freePort();
+      const policy = sluicePolicy('bench-a', admin, { port: out, endpoint: `127.0.0.1:${upstreamPort}` }, undefined);
+      const a = await startSluice(tmp, 'sluice-a', policy, admin);
+      return { url: `http://127.0.0.1:${out}/`, procs: [a] };
+    },
+  },
+  {
+    id: 'sluice-mesh',
+    label: 'sluice outbound→inbound',
+    skip: () => (existsSync(SLUICE_MAIN) ? undefined : 'dist/main.js not found: run `npm run build`'),
+    start: async (tmp, upstreamPort) => {
+      const adminB = await freePort();
+      const inB = await freePort();
+      const b = await startSluice(
+        tmp,
+        'sluice-b',
+        sluicePolicy('bench-b', adminB, undefined, { port: inB, appPort: upstreamPort }),
+        adminB,
+      );
+      const adminA = await freePort();
+      const outA = await freePort();
+      const a = await startSluice(
+        tmp,
+        'sluice-a',
+        sluicePolicy('bench-a', adminA, { port: outA, endpoint: `127.0.0.1:${inB}` }, undefined),
+        adminA,
+      );
+      return { url: `http://127.0.0.1:${outA}/`, procs: [a, b], rssNote: 'sum of A and B' };
+    },
+  },
+  {
+    id: 'nginx',
+    label: 'nginx',
+    skip: () => (onPath('nginx') ? undefined : 'nginx not on PATH'),
+    start: async (tmp, upstreamPort) => {
+      const dir = path.join(tmp, 'nginx');
+      const port = await freePort();
+      const conf = `worker_processes 1;
+daemon off;
+master_process on;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream bench {
+    server 127.0.0.1:${upstreamPort};
+    keepalive 128;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://bench;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+    }
+  }
+}
+`;
+      spawnSync('mkdir', ['-p', dir]);
+      writeFileSync(path.join(dir, 'nginx.conf'), conf);
+      const [cmd, args] = serverCmd(onPath('nginx') as string, ['-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`]);
+      const proc = new Proc('nginx', cmd, args);
+      await waitFor('nginx', [proc], async () => (await httpGetStatus(`http://127.0.0.1:${port}/`, 1000)) === 200);
+      return { url: `http://127.0.0.1:${port}/`, procs: [proc], rssNote: 'sum of master and worker' };
+    },
+  },
+  {
+    id: 'haproxy',
+    label: 'haproxy',
+    skip: () => (onPath('haproxy') ? undefined : 'haproxy not on PATH'),
+    start: async (tmp, upstreamPort) => {
+      const port = await freePort();
+      const conf = `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 120s
+  timeout server 120s
+  timeout http-keep-alive 120s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend be
+backend be
+  server s1 127.0.0.1:${upstreamPort}
+`;
+      const file = path.join(tmp, 'haproxy.cfg');
+      writeFileSync(file, conf);
+      const [cmd, args] = serverCmd(onPath('haproxy') as string, ['-db', '-f', file]);
+      const proc = new Proc('haproxy', cmd, args);
+      await waitFor('haproxy', [proc], async () => (await httpGetStatus(`http://127.0.0.1:${port}/`, 1000)) === 200);
+      return { url: `http://127.0.0.1:${port}/`, procs: [proc] };
+    },
+  },
+];
+
+/**
+ * Measures, over one load run, busy CPU on the two bench cores that none of our processes used:
+ * other work on the machine (tests, compilers) that competes with what is being measured.
+ */
+function otherCpuMeter(ourRoots: readonly number[]): (loadTicks: number) => number {
+  const ours0 = treeTicks(ourRoots);
+  const busy0 = cpuBusyTicks();
+  const self0 = process.cpuUsage();
+  const t0 = performance.now();
+  return (loadTicks) => {
+    const busy1 = cpuBusyTicks();
+    const ours1 = treeTicks(ourRoots);
+    const self = process.cpuUsage(self0);
+    const seconds = (performance.now() - t0) / 1000;
+    let busy = 0;
+    for (const cpu of [P.loadCpu, P.serverCpu]) busy += (busy1.get(cpu) ?? 0) - (busy0.get(cpu) ?? 0);
+    const ours = ticksDelta(ours0, ours1) + loadTicks + ((self.user + self.system) / 1e6) * CLK_TCK;
+    return Math.max(0, ((busy - ours) / CLK_TCK / seconds) * 100);
+  };
+}
+
+/**
+ * Waits (bounded) until the two bench CPUs stay under 5% of a core busy for a second while our
+ * processes are idle, so a row does not start in the middle of someone else's test run.
+ * Returns the seconds waited, or undefined if the machine never went quiet.
+ */
+async function waitQuiet(): Promise<number | undefined> {
+  const t0 = Date.now();
+  const deadline = t0 + P.quietWaitSeconds * 1000;
+  do {
+    const b0 = cpuBusyTicks();
+    await sleep(1000);
+    const b1 = cpuBusyTicks();
+    let busy = 0;
+    for (const cpu of [P.loadCpu, P.serverCpu]) busy += (b1.get(cpu) ?? 0) - (b0.get(cpu) ?? 0);
+    if (busy / CLK_TCK < 0.05) return (Date.now() - t0) / 1000;
+  } while (Date.now() < deadline && !aborting);
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One row
+
+interface RowResult {
+  label: string;
+  skipped?: string;
+  error?: string;
+  sat?: WrkResult;
+  fixed?: FixedRateResult;
+  cpuUsPerReq?: number;
+  rssMiB?: number;
+  rssDetail?: string;
+  /** Busy CPU on the two bench cores not used by our processes, during each run, % of one core. */
+  otherCpuSatPct?: number;
+  otherCpuFixedPct?: number;
+  /** Phases that started while the bench CPUs were still busy with other work. */
+  notQuiet?: string[];
+}
+
+async function settle(label: string, phase: string, res: RowResult): Promise<void> {
+  if (P.quietWaitSeconds <= 0) return;
+  const waited = await waitQuiet();
+  if (waited === undefined) {
+    (res.notQuiet ??= []).push(phase);
+    process.stderr.write(`[bench] ${label}: CPUs still busy with other work after ${P.quietWaitSeconds}s; starting ${phase} anyway\n`);
+  } else if (waited > 1.5) {
+    process.stderr.write(`[bench] ${label}: waited ${fmt(waited, 0)}s for other work to stop\n`);
+  }
+}
+
+async function runRow(spec: RowSpec, tmp: string, upstream: Proc, upstreamPort: number): Promise<RowResult> {
+  const res: RowResult = { label: spec.label };
+  const why = spec.skip();
+  if (why !== undefined) return { ...res, skipped: why };
+  let target: Target | undefined;
+  try {
+    process.stderr.write(`[bench] ${spec.label}: starting\n`);
+    target = await spec.start(tmp, upstreamPort);
+    const roots = target.procs.map((p) => p.pid);
+
+    process.stderr.write(`[bench] ${spec.label}: warm-up ${P.warmupSeconds}s\n`);
+    const warm = await wrk(target.url, P.warmupSeconds);
+    if (warm.result.requests === 0) throw new Error(`warm-up completed no requests\n${warm.result.raw}`);
+
+    await settle(spec.label, 'saturation', res);
+    process.stderr.write(`[bench] ${spec.label}: saturation ${P.satSeconds}s\n`);
+    const proxy0 = treeTicks(roots);
+    const satNoise = otherCpuMeter([...roots, upstream.pid]);
+    let peakRssKiB = 0;
+    const sampler = setInterval(() => {
+      let sum = 0;
+      for (const pid of processTree(roots)) sum += statusKiB(pid, 'VmRSS') ?? 0;
+      peakRssKiB = Math.max(peakRssKiB, sum);
+    }, 250);
+    let sat: { result: WrkResult; ticks: number };
+    try {
+      sat = await wrk(target.url, P.satSeconds);
+    } finally {
+      clearInterval(sampler);
+    }
+    res.otherCpuSatPct = satNoise(sat.ticks);
+    const proxy1 = treeTicks(roots);
+    res.sat = sat.result;
+    if (roots.length > 0 && sat.result.requests > 0) {
+      const ticks = ticksDelta(proxy0, proxy1);
+      res.cpuUsPerReq = (ticks * (1e6 / CLK_TCK)) / sat.result.requests;
+    }
+
+    await settle(spec.label, 'fixed rate', res);
+    process.stderr.write(`[bench] ${spec.label}: fixed rate ${P.rate}/s for ${P.fixedSeconds}s\n`);
+    const fixedNoise = otherCpuMeter([...roots, upstream.pid]);
+    const fixed = await fixedRate(target.url);
+    res.otherCpuFixedPct = fixedNoise(fixed.ticks);
+    res.fixed = fixed.result;
+
+    if (roots.length > 0) {
+      const parts: string[] = [];
+      let hwmSum = 0;
+      for (const proc of target.procs) {
+        let kib = 0;
+        for (const pid of processTree([proc.pid])) kib += statusKiB(pid, 'VmHWM') ?? 0;
+        hwmSum += kib;
+        parts.push(`${proc.name} ${fmt(kib / 1024, 1)}`);
+      }
+      res.rssMiB = Math.max(hwmSum, peakRssKiB) / 1024;
+      if (target.procs.length > 1 || target.rssNote !== undefined) res.rssDetail = `${target.rssNote ?? ''}: ${parts.join(' + ')}`;
+    }
+    for (const p of target.procs) {
+      if (!p.alive) throw new Error(`${p.name} died during the run\n${p.describe()}`);
+    }
+  } catch (err) {
+    res.error = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`[bench] ${spec.label}: FAILED: ${res.error}\n`);
+  } finally {
+    if (target !== undefined) await Promise.all(target.procs.map((p) => p.stop()));
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function versionOf(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+  return firstLine(`${r.stdout ?? ''}\n${r.stderr ?? ''}`) || 'unknown';
+}
+
+function header(): string {
+  const cpus = os.cpus();
+  const git = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+  const dirty = spawnSync('git', ['-C', ROOT, 'status', '--porcelain'], { encoding: 'utf8' });
+  const rev = git.status === 0 ? git.stdout.trim() : 'no commit';
+  const lines = [
+    '## sluice overhead benchmark',
+    '',
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB RAM, ${os.type()} ${os.release()}, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `- node: ${versionOf(NODE, ['--version'])} (${NODE}); sluice ${rev}${git.status === 0 && dirty.stdout.trim() !== '' ? ' + uncommitted changes' : ''}`,
+    `- tools: ${versionOf('wrk', ['-v'])}; nginx: ${onPath('nginx') ? versionOf('nginx', ['-v']).replace(/^nginx version: /, '') : 'not installed'}; haproxy: ${onPath('haproxy') ? versionOf('haproxy', ['-v']).replace(/ - https.*$/, '') : 'not installed'}`,
+    `- sluice: \`node ${[...P.sluiceNodeFlags, 'dist/main.js'].join(' ')} proxy --policy <generated>\` (BENCH_SLUICE_NODE_FLAGS), default log level; outbound upstream \`bench\` with default timeouts/retries, \`unknownHosts: reject\``,
+    `- before each measured phase the bench waits up to ${P.quietWaitSeconds}s for both CPUs to be idle (BENCH_QUIET_WAIT_SECONDS; 0 = don't wait)`,
+    `- pinning: load generator on CPU ${P.loadCpu}; upstream and proxies on CPU ${P.serverCpu} (taskset)${P.nice === undefined ? '' : `; all bench processes at nice ${P.nice} (BENCH_NICE) to keep other work on the machine from interfering`}`,
+    `- upstream: bench/upstream.ts (node http), 200 with a 100-byte body, keep-alive; requests are \`GET /\` with \`Host: bench\``,
+    `- saturation: \`wrk -t1 -c${P.connections} -d${P.satSeconds}s --latency\` after a ${P.warmupSeconds}s warm-up run of the same (BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS)`,
+    `- fixed rate: bench/fixed-rate.ts, open loop at ${P.rate} req/s for ${P.fixedSeconds}s after ${P.fixedWarmupSeconds}s unrecorded, up to ${P.connections} connections, latency from the scheduled send time (BENCH_RATE, BENCH_FIXED_SECONDS, BENCH_FIXED_WARMUP_SECONDS)`,
+    `- proxy CPU: utime+stime from /proc/PID/stat of the proxy process tree over the saturation run ÷ requests completed (CLK_TCK ${CLK_TCK}: resolution ${fmt(1000 / CLK_TCK, 0)} ms of CPU per run)`,
+    '- peak RSS: VmHWM from /proc/PID/status at the end of the row, summed over the proxy processes (nginx master+worker; both sidecars in the outbound→inbound row)',
+  ];
+  return lines.join('\n');
+}
+
+/** "Other CPU" above this share of a core marks a row as measured on a busy machine. */
+const NOISY_PCT = 10;
+
+function table(rows: RowResult[]): string {
+  const direct = rows.find((r) => r.label === 'direct');
+  const out: string[] = [];
+  out.push(
+    '| row | saturation req/s | × direct | p50 ms @' +
+      `${P.rate}/s | p99 ms @${P.rate}/s | p99 × direct | proxy CPU µs/req | proxy peak RSS MiB | errors | notes |`,
+  );
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
+  const footnotes: string[] = [];
+  let anyNoisy = false;
+  for (const r of rows) {
+    if (r.skipped !== undefined) {
+      out.push(`| ${r.label} | — | — | — | — | — | — | — | — | skipped: ${r.skipped} |`);
+      continue;
+    }
+    if (r.error !== undefined && (r.sat === undefined || r.fixed === undefined)) {
+      footnotes.push(`**${r.label} failed:**\n\n\`\`\`\n${r.error.slice(0, 3000)}\n\`\`\``);
+    }
+    const isDirect = r === direct;
+    const satRatio = !isDirect && direct?.sat && r.sat ? r.sat.rps / direct.sat.rps : undefined;
+    const p99Ratio = !isDirect && direct?.fixed && r.fixed ? r.fixed.latencyMs.p99 / direct.fixed.latencyMs.p99 : undefined;
+    const errs: string[] = [];
+    if (r.sat) {
+      const s = r.sat.socketErrors;
+      if (r.sat.non2xx > 0) errs.push(`wrk non-2xx ${r.sat.non2xx}`);
+      const sockTotal = s.connect + s.read + s.write + s.timeout;
+      if (sockTotal > 0) errs.push(`wrk socket c${s.connect}/r${s.read}/w${s.write}/t${s.timeout}`);
+    }
+    if (r.fixed) {
+      if (r.fixed.non2xx > 0) errs.push(`fixed non-2xx ${r.fixed.non2xx} (${JSON.stringify(r.fixed.statuses)})`);
+      if (r.fixed.errors > 0) errs.push(`fixed errors ${r.fixed.errors} (${r.fixed.firstError ?? ''})`);
+      if (r.fixed.incomplete > 0) errs.push(`fixed unanswered ${r.fixed.incomplete}`);
+    }
+    if (r.error !== undefined) errs.push('FAILED, see below');
+    const notes: string[] = [];
+    if (r.rssDetail) notes.push(`RSS ${r.rssDetail}`);
+    const noisy = (r.otherCpuSatPct ?? 0) >= NOISY_PCT || (r.otherCpuFixedPct ?? 0) >= NOISY_PCT;
+    if (r.notQuiet !== undefined && !noisy) notes.push(`machine was busy as ${r.notQuiet.join(' and ')} started`);
+    if (noisy) {
+      notes.push(
+        `NOISY: other processes used ${fmt(r.otherCpuSatPct, 0)}% / ${fmt(r.otherCpuFixedPct, 0)}% of a core during saturation / fixed rate`,
+      );
+      anyNoisy = true;
+    }
+    if (r.sat && r.sat.rps < P.rate * 1.2) notes.push(`saturation is not well above ${P.rate}/s: fixed-rate latency is mostly queueing`);
+    if (r.fixed && r.fixed.sendLagMs.p99 > 1) notes.push(`generator send lag p99 ${fmt(r.fixed.sendLagMs.p99)} ms`);
+    out.push(
+      `| ${r.label} | ${fmtInt(r.sat?.rps)} | ${isDirect ? '1.00' : fmt(satRatio)} | ${fmt(r.fixed?.latencyMs.p50, 3)} | ${fmt(
+        r.fixed?.latencyMs.p99,
+        3,
+      )} | ${isDirect ? '1.00' : fmt(p99Ratio)} | ${isDirect ? '—' : fmt(r.cpuUsPerReq, 1)} | ${isDirect ? '—' : fmt(r.rssMiB, 1)} | ${
+        errs.length === 0 ? '0' : errs.join('; ')
+      } | ${notes.join('; ')} |`,
+    );
+  }
+  if (anyNoisy) {
+    footnotes.unshift(
+      `**Warning:** rows marked NOISY ran while other processes used ≥${NOISY_PCT}% of a core on the bench CPUs; ` +
+        'their figures understate what the proxies can do. Re-run on an idle machine.',
+    );
+  }
+  return [out.join('\n'), ...footnotes].join('\n\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  if (os.platform() !== 'linux') throw new Error('the bench reads /proc and uses taskset: Linux only');
+  for (const tool of ['wrk', 'taskset']) {
+    if (onPath(tool) === undefined) throw new Error(`${tool} is not on PATH (apt-get install ${tool === 'wrk' ? 'wrk' : 'util-linux'})`);
+  }
+  const ncpu = os.cpus().length;
+  for (const c of [P.loadCpu, P.serverCpu]) {
+    if (!/^\d+$/.test(c) || Number(c) >= ncpu) throw new Error(`CPU ${c} does not exist on this ${ncpu}-CPU machine`);
+  }
+  // This process coordinates and samples; keep it off the server core.
+  spawnSync('taskset', ['-a', '-p', '-c', P.loadCpu, String(process.pid)], { stdio: 'ignore' });
+  if (P.nice !== undefined) {
+    const r = spawnSync('nice', ['-n', String(P.nice), 'true'], { encoding: 'utf8' });
+    if (r.status !== 0 || /cannot set niceness/i.test(r.stderr)) throw new Error(`BENCH_NICE=${P.nice}: not permitted here (${firstLine(r.stderr)})`);
+  }
+
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
+  tmpDir = tmp;
+  const results: RowResult[] = [];
+  try {
+    const { proc: upstream, port: upstreamPort } = await startUpstream();
+    const selected = ROWS.filter((r) => r.id === 'direct' || P.rows.length === 0 || P.rows.includes(r.id));
+    for (const spec of selected) {
+      if (aborting) throw new Error('interrupted');
+      results.push(await runRow(spec, tmp, upstream, upstreamPort));
+      if (!upstream.alive) throw new Error(`upstream died\n${upstream.describe()}`);
+    }
+  } finally {
+    await stopAll();
+    if (!P.keepTmp) rmSync(tmp, { recursive: true, force: true });
+  }
+  process.stdout.write(`${header()}\n\n${table(results)}\n`);
+  return results.some((r) => r.error !== undefined) ? 1 : 0;
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (aborting) return;
+    aborting = true;
+    process.stderr.write(`[bench] ${sig}: stopping everything started here\n`);
+    void stopAll().finally(() => {
+      if (tmpDir !== undefined && !P.keepTmp) rmSync(tmpDir, { recursive: true, force: true });
+      process.exit(130);
+    });
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  async (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    await stopAll();
+    process.exit(1);
+  },
+);
