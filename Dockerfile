@@ -33,5 +33,7 @@ EXPOSE 15001 15006 15000
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
   CMD ["node", "-e", "fetch('http://127.0.0.1:15000/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # sluice handles SIGTERM itself (drain, then exit 0), so node may be PID 1 directly.
-ENTRYPOINT ["node", "dist/main.js"]
+# An 8 MiB semi-space caps V8's young generation: ~170 instead of ~230 MiB peak RSS under load,
+# no measurable CPU cost (bench/README.md). NODE_OPTIONS can still add e.g. --max-old-space-size.
+ENTRYPOINT ["node", "--max-semi-space-size=8", "dist/main.js"]
 CMD ["proxy"]

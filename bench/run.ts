@@ -54,7 +54,8 @@ const P = {
   /** Before each row, wait up to this long for the bench CPUs to go idle (other people's work). */
   quietWaitSeconds: process.env['BENCH_QUIET_WAIT_SECONDS'] === '0' ? 0 : envNum('BENCH_QUIET_WAIT_SECONDS', 10),
   /** Extra node flags for the sidecar processes, space-separated (e.g. --max-semi-space-size=16). */
-  sluiceNodeFlags: (process.env['BENCH_SLUICE_NODE_FLAGS'] ?? '').split(/\s+/).filter((s) => s !== ''),
+  // Default: the flags `npm start` and the image run sluice with.
+  sluiceNodeFlags: (process.env['BENCH_SLUICE_NODE_FLAGS'] ?? '--max-semi-space-size=8').split(/\s+/).filter((s) => s !== ''),
 };
 
 /** `nice -n N` prefix for everything the bench starts, when BENCH_NICE is set. */
