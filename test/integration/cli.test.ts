@@ -51,3 +51,37 @@ describe('sluice CLI', () => {
     expect(r.stderr).toContain('outbound');
   });
 });
+
+describe('sluice proxy: policy file reload', () => {
+  it('applies a valid change, refuses an invalid one and keeps serving the last good policy', async () => {
+    const { startCliProxy } = await import('../support/cli.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-reload-'));
+    const file = join(dir, 'policy.yaml');
+    const doc = (upstreams: string): string =>
+      `apiVersion: sluice.dev/v1alpha1\nkind: SidecarPolicy\nmetadata:\n  name: reload\nspec:\n  inbound:\n    listener: off\n  outbound:\n    upstreams: ${upstreams}\n`;
+    writeFileSync(file, doc('[]'));
+    const proxy = await startCliProxy(['--policy', file, '--outbound-port', '0', '--admin-port', '0']);
+    const admin = (path: string): Promise<string> => fetch(`http://127.0.0.1:${proxy.adminPort}${path}`).then((r) => r.text());
+    const waitFor = async (what: string, check: () => Promise<boolean>): Promise<void> => {
+      for (let i = 0; i < 200; i++) {
+        if (await check()) return;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`timed out waiting for ${what}:\n${proxy.output()}`);
+    };
+    try {
+      writeFileSync(file, doc('[{name: orders, hosts: [orders], endpoints: ["127.0.0.1:9"]}]'));
+      await waitFor('the new upstream', async () => (await admin('/config')).includes('"orders"'));
+
+      writeFileSync(file, doc('[{name: orders, hosts: [orders], endpoints: ["127.0.0.1:9"], maxConnectionsPerEndpoint: 0}]'));
+      await waitFor('the rejection', async () => /sluice_policy_reloads_total\{result="rejected"\} 1/.test(await admin('/metrics')));
+      expect(proxy.output()).toContain('policy change rejected');
+      expect(proxy.output()).toContain(`${file}:9:`);
+      // The last good policy still serves.
+      expect(await admin('/config')).toContain('"orders"');
+      expect(await admin('/readyz')).toBe('ready\n');
+    } finally {
+      expect(await proxy.stop()).toBe(0);
+    }
+  });
+});
