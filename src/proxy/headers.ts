@@ -19,7 +19,8 @@ const HOP_BY_HOP = new Set([
 
 /** Names listed in Connection values, lower-case; null when there are none (the common case). */
 function connectionNamed(value: string | undefined): Set<string> | null {
-  if (value === undefined) return null;
+  // The usual values name nothing: skip the split.
+  if (value === undefined || value === 'keep-alive' || value === 'close') return null;
   let named: Set<string> | null = null;
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
@@ -156,9 +157,16 @@ export function appendForwarded(headers: HeaderList, facts: RequestHeaderFacts, 
 /** Removes hop-by-hop fields from undici's parsed response headers, in place. */
 export function stripResponseHopByHop(headers: Record<string, string | string[] | undefined>): void {
   const connection = headers.connection;
+  // Plain property checks, not a loop over HOP_BY_HOP: this runs on every response, and most
+  // carry only connection/keep-alive (and transfer-encoding when chunked).
+  if (connection !== undefined) delete headers.connection;
+  if (headers['keep-alive'] !== undefined) delete headers['keep-alive'];
+  if (headers['transfer-encoding'] !== undefined) delete headers['transfer-encoding'];
+  if (headers.upgrade !== undefined) delete headers.upgrade;
+  if (headers['proxy-connection'] !== undefined) delete headers['proxy-connection'];
+  if (headers['proxy-authenticate'] !== undefined) delete headers['proxy-authenticate'];
+  if (headers['proxy-authorization'] !== undefined) delete headers['proxy-authorization'];
+  if (headers.te !== undefined) delete headers.te;
   const named = connectionNamed(Array.isArray(connection) ? connection.join(',') : connection);
-  for (const name of HOP_BY_HOP) {
-    if (headers[name] !== undefined) delete headers[name];
-  }
   if (named !== null) for (const name of named) delete headers[name];
 }

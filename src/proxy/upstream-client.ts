@@ -73,8 +73,7 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       dispatcher,
       { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
       ctx,
-    ).catch((err: unknown) => {
-      throw upstreamFailure(err);
-    });
+      upstreamFailure,
+    );
   };
 }

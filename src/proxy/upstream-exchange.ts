@@ -139,14 +139,19 @@ export interface DispatchOptions {
 }
 
 /** Sends one try to a dispatcher; resolves with the response at its headers. */
+/**
+ * Sends one try to a dispatcher; resolves with the response at its headers, or rejects with the
+ * failure as `mapError` names it (done here rather than in a .catch: one promise per try).
+ */
 export function dispatchTry(
   dispatcher: Dispatcher,
   opts: Dispatcher.DispatchOptions,
   ctx: RequestContext,
+  mapError: (err: unknown) => Error,
 ): Promise<ProxyResponse> {
   if (ctx.cancelled !== undefined) return Promise.reject(ctx.cancelled);
   return new Promise((resolve, reject) => {
-    const exchange = new UpstreamExchange(ctx, opts.method === 'HEAD', resolve, reject);
+    const exchange = new UpstreamExchange(ctx, opts.method === 'HEAD', resolve, (err) => reject(mapError(err)));
     dispatcher.dispatch(opts, exchange);
   });
 }

@@ -2,6 +2,7 @@
 // budget (charged when a retry is decided, so retries sleeping in back-off already count), and
 // the deadline itself (no retry is started that could not finish before it). A retry refused by
 // any of these returns the last upstream answer, so the client sees what the upstream said.
+import type { Readable } from 'node:stream';
 import type { Counter, Registry } from 'prom-client';
 import { classifyError, classifyResponse, isRetryable, type Verdict } from '../../stack/classify.ts';
 import type { Clock, Direction, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../../stack/types.ts';
@@ -142,11 +143,8 @@ export function retryLayer(b: RetryBuild): Layer {
       }
     }
 
-    return async (req, ctx) => {
-      budget?.recordRequest();
-      if (policy.maxAttempts <= 1 || !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy)) return next(req, ctx);
-
-      if (req.body === null || Buffer.isBuffer(req.body)) return attempts(req, ctx);
+    /** Reads a streamed body into a replay buffer (within the allowance), then tries. */
+    async function buffered(req: ProxyRequest & { body: Readable }, ctx: RequestContext): Promise<ProxyResponse> {
       const reserve = Math.min(req.bodyLength ?? policy.bufferLimitBytes, policy.bufferLimitBytes);
       if ((req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) || !b.allowance.tryReserve(reserve)) {
         refused.body.inc();
@@ -162,6 +160,14 @@ export function retryLayer(b: RetryBuild): Layer {
       } finally {
         b.allowance.release(reserve);
       }
+    }
+
+    // Not async itself: the common bodiless request goes straight to attempts().
+    return (req, ctx) => {
+      budget?.recordRequest();
+      if (policy.maxAttempts <= 1 || !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy)) return next(req, ctx);
+      if (req.body === null || Buffer.isBuffer(req.body)) return attempts(req, ctx);
+      return buffered(req as ProxyRequest & { body: Readable }, ctx);
     };
   };
 }
