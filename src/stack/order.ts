@@ -1,5 +1,12 @@
 // THE order of the request path, outermost first. Config switches a layer off (its build is
 // undefined); it never reorders them. Each line says why the layer sits where it does.
+//
+// DESIGN.md's full outbound order, with the layers still to come marked (later):
+//   telemetry → deadline → rate limit (later) → retry + budget → breaker / outlier ejection
+//   (later) → credits (later) → load balancer (later; round-robin in the client today) →
+//   per-try timeout → upstream client.
+// Inbound today: telemetry → deadline → app; admission, credit grant and idempotency (later)
+// go between deadline and the app client.
 import type { Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
 import { retryLayer, declareRetryMetrics, type RetryMetrics } from '../policies/retry/layer.ts';
@@ -66,6 +73,7 @@ export function buildStack(b: RouteBuild): Handler {
       clock,
       metrics: metrics.timeouts,
     }),
+    // (later: rate limit — refuses before a retry could multiply the request)
     // Retries inside the deadline, bounded by attempts and the upstream's budget.
     b.retry === undefined
       ? undefined
@@ -79,6 +87,7 @@ export function buildStack(b: RouteBuild): Handler {
           random: b.random,
           metrics: metrics.retry,
         }),
+    // (later: breaker, credits, load balancer — each try is admitted and placed separately)
     // Innermost timer: bounds one try, so a hung endpoint costs a try and the retry goes on.
     b.timeouts.perTryMs === undefined
       ? undefined
