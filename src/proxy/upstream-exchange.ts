@@ -3,7 +3,7 @@
 // the client socket, and backpressure is undici's own pause/resume, so a slow client slows the
 // upstream read instead of growing a buffer.
 import type { Dispatcher } from 'undici';
-import type { BodySink, ProxyResponse, RequestContext, ResponseBody } from '../stack/types.ts';
+import { releaseCancel, type BodySink, type ProxyResponse, type RequestContext, type ResponseBody } from '../stack/types.ts';
 import { stripResponseHopByHop } from './headers.ts';
 
 /** Bytes held while no sink is attached yet (headers resolved, layers still deciding). */
@@ -28,6 +28,10 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   #discarded = false;
   /** Cancelled while still queued in the pool (undici has no controller for it yet). */
   #cancelledEarly: Error | undefined;
+  /** This exchange's entry in the context's cancellation slot. */
+  readonly #onCancel = (reason: Error): void => this.#cancel(reason);
+  /** A drain listener is registered: don't add another per write that returns false. */
+  #awaitingDrain = false;
 
   constructor(ctx: RequestContext, noBody: boolean, resolve: (r: ProxyResponse) => void, reject: (e: Error) => void) {
     this.#ctx = ctx;
@@ -35,7 +39,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     this.#resolve = resolve;
     this.#reject = reject;
     // Registered before dispatch: a try waiting for a pooled connection must still end on time.
-    ctx.onCancel = (reason) => this.#cancel(reason);
+    ctx.onCancel = this.#onCancel;
   }
 
   onRequestStart(controller: Controller): void {
@@ -49,6 +53,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
       return;
     }
     this.#cancelledEarly = reason;
+    releaseCancel(this.#ctx, this.#onCancel);
     this.#reject(reason);
   }
 
@@ -73,7 +78,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   }
 
   onResponseEnd(_c: Controller, trailers: Trailers): void {
-    this.#ctx.onCancel = undefined;
+    releaseCancel(this.#ctx, this.#onCancel);
     if (!this.#answered) {
       // A response with no body and a status < 200 only: treat as protocol failure.
       this.#reject(new Error('upstream ended without a final response'));
@@ -88,7 +93,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   }
 
   onResponseError(_c: Controller, err: Error): void {
-    this.#ctx.onCancel = undefined;
+    releaseCancel(this.#ctx, this.#onCancel);
     if (!this.#answered) {
       this.#reject(err);
       return;
@@ -123,13 +128,18 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   discard(): void {
     this.#discarded = true;
     this.#held = undefined;
-    this.#ctx.onCancel = undefined;
+    releaseCancel(this.#ctx, this.#onCancel);
     if (!this.#ended && this.#error === undefined) this.#controller?.abort(new Error('response discarded for retry'));
   }
 
   #pauseUntilDrain(controller: Controller, sink: BodySink): void {
     controller.pause();
-    sink.onDrain(() => controller.resume());
+    if (this.#awaitingDrain) return;
+    this.#awaitingDrain = true;
+    sink.onDrain(() => {
+      this.#awaitingDrain = false;
+      controller.resume();
+    });
   }
 }
 

@@ -97,6 +97,15 @@ export interface RequestContext {
 export type Handler = (req: ProxyRequest, ctx: RequestContext) => Promise<ProxyResponse>;
 export type Layer = (next: Handler) => Handler;
 
+/**
+ * Empties the cancellation slot if `listener` still holds it. A try that ended late (undici
+ * reporting on a request that was already given up) must not clear the slot of the try that
+ * replaced it, or that try could no longer be cancelled.
+ */
+export function releaseCancel(ctx: RequestContext, listener: (reason: Error) => void): void {
+  if (ctx.onCancel === listener) ctx.onCancel = undefined;
+}
+
 /** Cancels the exchange once; whoever is doing I/O for it hears the reason. */
 export function cancel(ctx: RequestContext, reason: Error): void {
   if (ctx.cancelled !== undefined) return;

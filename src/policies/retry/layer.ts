@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream';
 import type { Counter, Registry } from 'prom-client';
 import { classifyError, classifyResponse, isRetryable, type Verdict } from '../../stack/classify.ts';
-import type { Clock, Direction, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../../stack/types.ts';
+import { releaseCancel, type Clock, type Direction, type Layer, type ProxyRequest, type ProxyResponse, type RequestContext } from '../../stack/types.ts';
 import { counter } from '../../telemetry/registry.ts';
 import type { RetryPolicy } from '../../policy/types.ts';
 import { backoffMs } from './backoff.ts';
@@ -72,14 +72,15 @@ export function retryLayer(b: RetryBuild): Layer {
   /** Waits out a back-off, cut short (rejecting) if the exchange is cancelled meanwhile. */
   function sleep(ms: number, ctx: RequestContext): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        ctx.onCancel = undefined;
-        resolve();
-      }, ms);
-      ctx.onCancel = (reason) => {
+      const onCancel = (reason: Error): void => {
         clearTimeout(timer);
         reject(reason);
       };
+      const timer = setTimeout(() => {
+        releaseCancel(ctx, onCancel);
+        resolve();
+      }, ms);
+      ctx.onCancel = onCancel;
     });
   }
 

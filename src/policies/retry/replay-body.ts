@@ -3,7 +3,7 @@
 // as a stream (prefix plus the rest) and that request is simply not retried. Memory per request
 // is therefore never more than the bound, whatever the client sends.
 import { PassThrough, type Readable } from 'node:stream';
-import type { RequestContext } from '../../stack/types.ts';
+import { releaseCancel, type RequestContext } from '../../stack/types.ts';
 
 /**
  * The sidecar-wide bound on bytes held for replay. A request reserves its worst case (its
@@ -49,7 +49,7 @@ export function bufferForReplay(source: Readable, limitBytes: number, ctx: Reque
       source.off('end', onEnd);
       source.off('error', onError);
       source.off('aborted', onAborted);
-      ctx.onCancel = undefined;
+      releaseCancel(ctx, onCancel);
     };
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
@@ -73,10 +73,11 @@ export function bufferForReplay(source: Readable, limitBytes: number, ctx: Reque
       reject(err);
     };
     const onAborted = (): void => onError(new Error('client aborted the request body'));
-    ctx.onCancel = (reason) => {
+    const onCancel = (reason: Error): void => {
       cleanup();
       reject(reason);
     };
+    ctx.onCancel = onCancel;
     source.on('data', onData);
     source.on('end', onEnd);
     source.on('error', onError);
