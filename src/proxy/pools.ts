@@ -1,6 +1,7 @@
 // Keep-alive connection pools, one undici Pool per endpoint and connection setting. Pools outlive
-// policy updates: a reload that keeps an endpoint keeps its warm connections, and an endpoint
-// that leaves the policy is closed gracefully (in-flight requests finish first).
+// policy updates: a reload that keeps an endpoint keeps its warm connections. A pool that leaves
+// the policy is not closed at once: requests that started on the old policy may still send a
+// retry to it, and a closed pool would fail them. It closes gracefully after `retireMs`.
 import { Pool } from 'undici';
 import type { Endpoint } from '../policy/types.ts';
 
@@ -19,12 +20,8 @@ function origin(e: Endpoint): string {
 
 export class PoolSet {
   readonly #pools = new Map<string, Pool>();
-  /** Pools for hosts outside the policy (forwarded unknown hosts) are capped, oldest evicted. */
-  readonly #maxPools: number;
-
-  constructor(maxPools = 4096) {
-    this.#maxPools = maxPools;
-  }
+  /** Pools taken out of use, closing after their grace period; destroyed by close(). */
+  readonly #retiring = new Set<Pool>();
 
   get(endpoint: Endpoint, settings: PoolSettings): Pool {
     const key = poolKey(endpoint, settings);
@@ -39,33 +36,44 @@ export class PoolSet {
         bodyTimeout: 0,
       });
       this.#pools.set(key, pool);
-      if (this.#pools.size > this.#maxPools) this.#evictOldest();
     }
     return pool;
   }
 
-  /** Closes every pool not used by the given endpoint/settings pairs (after a policy update). */
-  retain(used: Iterable<readonly [Endpoint, PoolSettings]>): void {
+  /** Retires every pool not used by the given endpoint/settings pairs (after a policy update). */
+  retain(used: Iterable<readonly [Endpoint, PoolSettings]>, retireMs: number): void {
     const keep = new Set<string>();
     for (const [e, s] of used) keep.add(poolKey(e, s));
     for (const [key, pool] of this.#pools) {
-      if (!keep.has(key)) {
-        this.#pools.delete(key);
-        void pool.close().catch(() => undefined);
-      }
+      if (!keep.has(key)) this.#retire(key, pool, retireMs);
     }
   }
 
+  /** Retires one pool (a forwarded unknown host whose route was evicted). */
+  release(endpoint: Endpoint, settings: PoolSettings, retireMs: number): void {
+    const key = poolKey(endpoint, settings);
+    const pool = this.#pools.get(key);
+    if (pool !== undefined) this.#retire(key, pool, retireMs);
+  }
+
+  get size(): number {
+    return this.#pools.size;
+  }
+
   async close(): Promise<void> {
-    const pools = [...this.#pools.values()];
+    const pools = [...this.#pools.values(), ...this.#retiring];
     this.#pools.clear();
+    this.#retiring.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }
 
-  #evictOldest(): void {
-    const first = this.#pools.entries().next();
-    if (first.done === true) return;
-    this.#pools.delete(first.value[0]);
-    void first.value[1].close().catch(() => undefined);
+  #retire(key: string, pool: Pool, retireMs: number): void {
+    this.#pools.delete(key);
+    this.#retiring.add(pool);
+    // close() lets requests already dispatched finish; the delay lets old stacks dispatch theirs.
+    setTimeout(() => {
+      if (!this.#retiring.delete(pool)) return;
+      void pool.close().catch(() => undefined);
+    }, retireMs).unref();
   }
 }

@@ -84,7 +84,7 @@ class UpstreamRuntime {
 
 /** Parses an authority into an endpoint: `host`, `host:port`, `[v6]:port`; port 80 by default. */
 export function parseAuthority(authority: string): Endpoint | undefined {
-  const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::(\d{1,5}))?$/.exec(authority);
+  const m = /^(?:\[([0-9a-f:.]+)\]|([a-z0-9._~-]+))(?::(\d{1,5}))?$/.exec(authority);
   if (m === null) return undefined;
   const port = m[3] === undefined ? 80 : Number(m[3]);
   if (port < 1 || port > 65535) return undefined;
@@ -94,6 +94,23 @@ export function parseAuthority(authority: string): Endpoint | undefined {
 /** Forwarded unknown hosts keep a runtime each, capped so a scan of hostnames cannot grow memory. */
 const MAX_PASSTHROUGH = 256;
 
+/** A pool that leaves the policy stays open while requests on the old policy may still use it. */
+const MAX_RETIRE_MS = 300_000;
+
+/** The longest any request admitted under `policy` can live: how long its pools must stay. */
+export function retireMs(policy: SidecarPolicy): number {
+  let longest = policy.inbound.timeouts.requestMs ?? MAX_RETIRE_MS;
+  const shapes = [policy.outbound.defaults, ...policy.outbound.upstreams];
+  for (const shape of shapes) {
+    for (const route of shape.routes) longest = Math.max(longest, route.timeouts.requestMs ?? MAX_RETIRE_MS);
+  }
+  return Math.min(longest, MAX_RETIRE_MS);
+}
+
+function poolSettings(shape: UpstreamShape): { connectMs: number; connections: number } {
+  return { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint };
+}
+
 export class OutboundRouter {
   readonly #deps: RuntimeDeps;
   readonly #pools: PoolSet;
@@ -101,7 +118,7 @@ export class OutboundRouter {
   #policy: SidecarPolicy | undefined;
   #byHost = new Map<string, UpstreamRuntime>();
   #budgets = new Map<string, RetryBudget>();
-  #passthrough = new Map<string, UpstreamRuntime>();
+  #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint }>();
   #passthroughBudget: RetryBudget | undefined;
 
   constructor(deps: RuntimeDeps, pools: PoolSet, passthroughPools: PoolSet) {
@@ -120,15 +137,18 @@ export class OutboundRouter {
       if (budget !== undefined) budgets.set(u.name, budget);
       const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, budget, policy, this.#pools, this.#deps);
       for (const host of u.hosts) byHost.set(host, runtime);
-      for (const e of u.endpoints) used.push([e, { connectMs: u.timeouts.connectMs, connections: u.maxConnectionsPerEndpoint }]);
+      for (const e of u.endpoints) used.push([e, poolSettings(u)]);
     }
     // One budget for all forwarded unknown hosts: they share the defaults' meaning.
     this.#passthroughBudget = carryBudget(this.#passthroughBudget, out.defaults.retryBudget, this.#deps.clock);
+    const retire = retireMs(this.#policy ?? policy);
     this.#policy = policy;
     this.#byHost = byHost;
     this.#budgets = budgets;
     this.#passthrough = new Map();
-    this.#pools.retain(used);
+    this.#pools.retain(used, retire);
+    // Forwarded hosts get fresh routes (and pools) under the new defaults.
+    this.#passthroughPools.retain([], retire);
   }
 
   /** The route for a request, or undefined when no upstream claims the host and none may be made. */
@@ -145,11 +165,11 @@ export class OutboundRouter {
   #passthroughFor(authority: string): UpstreamRuntime | undefined {
     const policy = this.#policy;
     if (policy === undefined || policy.outbound.unknownHosts === 'reject') return undefined;
-    let runtime = this.#passthrough.get(authority);
-    if (runtime !== undefined) return runtime;
+    const known = this.#passthrough.get(authority);
+    if (known !== undefined) return known.runtime;
     const endpoint = parseAuthority(authority);
     if (endpoint === undefined) return undefined;
-    runtime = new UpstreamRuntime(
+    const runtime = new UpstreamRuntime(
       'outbound',
       'passthrough',
       policy.outbound.defaults,
@@ -159,10 +179,15 @@ export class OutboundRouter {
       this.#passthroughPools,
       this.#deps,
     );
-    this.#passthrough.set(authority, runtime);
+    this.#passthrough.set(authority, { runtime, endpoint });
     if (this.#passthrough.size > MAX_PASSTHROUGH) {
-      const oldest = this.#passthrough.keys().next();
-      if (oldest.done !== true) this.#passthrough.delete(oldest.value);
+      // The oldest forwarded host goes, and its pool with it (after the retire delay).
+      const oldest = this.#passthrough.entries().next();
+      if (oldest.done !== true) {
+        const [key, entry] = oldest.value;
+        this.#passthrough.delete(key);
+        this.#passthroughPools.release(entry.endpoint, poolSettings(policy.outbound.defaults), retireMs(policy));
+      }
     }
     return runtime;
   }
@@ -173,6 +198,7 @@ export class InboundRouter {
   readonly #deps: RuntimeDeps;
   readonly #pools: PoolSet;
   #runtime: UpstreamRuntime | undefined;
+  #policy: SidecarPolicy | undefined;
 
   constructor(deps: RuntimeDeps, pools: PoolSet) {
     this.#deps = deps;
@@ -190,8 +216,10 @@ export class InboundRouter {
       retryBudget: undefined,
       routes: [{ name: 'default', match: { pathPrefix: undefined, methods: undefined }, timeouts: policy.inbound.timeouts, retry: undefined }],
     };
+    const retire = retireMs(this.#policy ?? policy);
+    this.#policy = policy;
     this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], undefined, policy, this.#pools, this.#deps);
-    this.#pools.retain([[app, { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint }]]);
+    this.#pools.retain([[app, poolSettings(shape)]], retire);
   }
 
   resolve(method: string, path: string): RouteTarget | undefined {

@@ -50,7 +50,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const policyMetrics = declarePolicyMetrics(registry);
 
   const pools = new PoolSet();
-  const passthroughPools = new PoolSet(256);
+  const passthroughPools = new PoolSet();
   const inboundPools = new PoolSet();
   const outboundRouter = new OutboundRouter(deps, pools, passthroughPools);
   const inboundRouter = new InboundRouter(deps, inboundPools);
