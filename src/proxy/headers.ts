@@ -46,6 +46,7 @@ export interface RequestHeaderFacts {
   /** Positions of the values of forwarding headers in the output list, -1 when absent. */
   xffAt: number;
   forwardedAt: number;
+  viaAt: number;
   hasXfProto: boolean;
   hasXfHost: boolean;
 }
@@ -61,6 +62,7 @@ export function newRequestHeaderFacts(): RequestHeaderFacts {
     upgrade: undefined,
     xffAt: -1,
     forwardedAt: -1,
+    viaAt: -1,
     hasXfProto: false,
     hasXfHost: false,
   };
@@ -105,6 +107,9 @@ export function forwardRequestHeaders(raw: string[], deadlineHeader: string, fac
       case 'forwarded':
         facts.forwardedAt = out.length + 1;
         break;
+      case 'via':
+        facts.viaAt = out.length + 1;
+        break;
       case 'x-forwarded-proto':
         facts.hasXfProto = true;
         break;
@@ -123,6 +128,7 @@ function withoutNamed(headers: HeaderList, named: Set<string>, facts: RequestHea
   const out: HeaderList = [];
   facts.xffAt = -1;
   facts.forwardedAt = -1;
+  facts.viaAt = -1;
   for (let i = 0; i < headers.length; i += 2) {
     const lower = (headers[i] as string).toLowerCase();
     if (named.has(lower)) {
@@ -134,22 +140,47 @@ function withoutNamed(headers: HeaderList, named: Set<string>, facts: RequestHea
     }
     if (lower === 'x-forwarded-for') facts.xffAt = out.length + 1;
     else if (lower === 'forwarded') facts.forwardedAt = out.length + 1;
+    else if (lower === 'via') facts.viaAt = out.length + 1;
     out.push(headers[i] as string, headers[i + 1] as string);
   }
   return out;
 }
 
-/** Adds X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) for the client we accepted. */
-export function appendForwarded(headers: HeaderList, facts: RequestHeaderFacts, clientIp: string | undefined): void {
+/** An authority as RFC 9110 allows it here: reg-name or IP literal, optional port. */
+const AUTHORITY = /^(?:\[[0-9a-f:.]+\]|[a-z0-9._~-]+)(?::\d{1,5})?$/;
+
+/** Whether a (lower-cased) Host or absolute-form authority is well-formed. */
+export function isValidAuthority(authority: string): boolean {
+  return AUTHORITY.test(authority);
+}
+
+/** True when the request already passed the listener whose Via token this is: a loop. */
+export function hasVia(headers: HeaderList, facts: RequestHeaderFacts, token: string): boolean {
+  return facts.viaAt >= 0 && (headers[facts.viaAt] as string).includes(token);
+}
+
+/**
+ * Adds Via (RFC 9110 §7.6.3; its token lets the listener recognise its own traffic coming back),
+ * X-Forwarded-For/-Proto/-Host and Forwarded (RFC 7239) for the client we accepted. `host` is
+ * the effective authority, already validated, so it cannot break out of the quoted string.
+ */
+export function appendForwarded(
+  headers: HeaderList,
+  facts: RequestHeaderFacts,
+  clientIp: string | undefined,
+  host: string,
+  via: string,
+): void {
   const ip = clientIp ?? 'unknown';
-  const host = facts.host;
+  if (facts.viaAt >= 0) headers[facts.viaAt] = `${headers[facts.viaAt]}, ${via}`;
+  else headers.push('via', via);
   if (facts.xffAt >= 0) headers[facts.xffAt] = `${headers[facts.xffAt]}, ${ip}`;
   else headers.push('x-forwarded-for', ip);
   if (!facts.hasXfProto) headers.push('x-forwarded-proto', 'http');
-  if (!facts.hasXfHost && host !== undefined) headers.push('x-forwarded-host', host);
+  if (!facts.hasXfHost) headers.push('x-forwarded-host', host);
   // IPv6 addresses must be quoted and bracketed in Forwarded (RFC 7239 §6).
   const node = ip.includes(':') ? `"[${ip}]"` : ip;
-  const element = host === undefined ? `for=${node};proto=http` : `for=${node};host="${host}";proto=http`;
+  const element = `for=${node};host="${host}";proto=http`;
   if (facts.forwardedAt >= 0) headers[facts.forwardedAt] = `${headers[facts.forwardedAt]}, ${element}`;
   else headers.push('forwarded', element);
 }

@@ -2,6 +2,7 @@
 // the answer. Malformed input never reaches the stack: Node's strict parser (llhttp) rejects bad
 // request lines, conflicting Content-Length/Transfer-Encoding (smuggling) and oversized heads,
 // and `clientError` below answers those with a 4xx that names sluice.
+import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -16,7 +17,14 @@ import {
   type ProxyResponse,
   type RequestContext,
 } from '../stack/types.ts';
-import { appendForwarded, forwardRequestHeaders, newRequestHeaderFacts as newFacts } from './headers.ts';
+import {
+  appendForwarded,
+  forwardRequestHeaders,
+  hasVia,
+  isValidAuthority,
+  newRequestHeaderFacts as newFacts,
+  type RequestHeaderFacts,
+} from './headers.ts';
 import type { RouteTarget } from './router.ts';
 import { listen } from './listen.ts';
 import { openTunnel, refuseTunnel } from './tunnel.ts';
@@ -84,6 +92,16 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
   let draining = false;
   let active = 0;
   const tunnels = new Set<Duplex>();
+  // This listener's Via entry. Seeing it on an incoming request means the request came round
+  // (e.g. a Host naming this sidecar by an address we cannot recognise): refuse, don't recurse.
+  const via = `1.1 sluice-${randomBytes(6).toString('hex')}`;
+
+  /** Refusals every request gets checked for before routing. */
+  function precheck(authority: string, headers: string[], facts: RequestHeaderFacts): SluiceError | undefined {
+    if (!isValidAuthority(authority)) return new SluiceError('bad-request', 'missing or malformed Host or request-target authority');
+    if (hasVia(headers, facts, via)) return new SluiceError('loop-detected');
+    return undefined;
+  }
   let idleWaiter: (() => void) | undefined;
 
   const done = (): void => {
@@ -138,14 +156,14 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       path = split.path;
     }
     authority = authority?.toLowerCase() ?? '';
-    const target = deps.resolve(authority, method, path);
+    const target = precheck(authority, headers, facts) ?? deps.resolve(authority, method, path);
     if (target instanceof SluiceError) {
       res.once('close', done);
       writeLocal(res, target);
       return;
     }
     headers.push('host', authority);
-    appendForwarded(headers, facts, req.socket.remoteAddress);
+    appendForwarded(headers, facts, req.socket.remoteAddress, authority, via);
     // 100 Continue goes out only when the stack starts reading the body, so a request refused
     // first (deadline passed, no route) never makes the client send its body. HTTP/1.0 clients
     // do not understand 1xx: their expectation is ignored (RFC 9110 §10.1.1).
@@ -206,7 +224,9 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     const facts = newFacts();
     const headers = forwardRequestHeaders(req.rawHeaders, deadlineHeader, facts);
     const authority = (facts.host ?? '').toLowerCase();
-    const target = draining ? new SluiceError('draining') : deps.resolve(authority, req.method as string, req.url as string);
+    const target =
+      precheck(authority, headers, facts) ??
+      (draining ? new SluiceError('draining') : deps.resolve(authority, req.method as string, req.url as string));
     if (target instanceof SluiceError) {
       refuse(socket, target);
       return;
@@ -217,7 +237,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       return;
     }
     headers.push('host', authority, 'connection', 'upgrade', 'upgrade', facts.upgrade);
-    appendForwarded(headers, facts, req.socket.remoteAddress);
+    appendForwarded(headers, facts, req.socket.remoteAddress, authority, via);
     let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
     for (let i = 0; i < headers.length; i += 2) lines += `${headers[i]}: ${headers[i + 1]}\r\n`;
     openTunnel(
@@ -231,7 +251,11 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
 
   function onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const authority = (req.url ?? '').toLowerCase();
-    const target = draining ? new SluiceError('draining') : deps.resolve(authority, 'CONNECT', '/');
+    const target = !isValidAuthority(authority)
+      ? new SluiceError('bad-request', 'CONNECT needs host:port')
+      : draining
+        ? new SluiceError('draining')
+        : deps.resolve(authority, 'CONNECT', '/');
     if (target instanceof SluiceError) {
       refuse(socket, target);
       return;
@@ -265,7 +289,10 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
   server.on('upgrade', onUpgrade);
   server.on('connect', onConnect);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+    // A response still being written on this connection (pipelining) must not be overtaken by
+    // a raw 400: cut the connection instead, as Node's own handler does.
+    const inProgress = (socket as Duplex & { _httpMessage?: unknown })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || (inProgress !== undefined && inProgress !== null)) {
       socket.destroy();
       return;
     }

@@ -13,11 +13,23 @@ export interface TunnelOptions {
   readonly idleMs: number | undefined;
 }
 
+/** How long a refused tunnel client gets to read the refusal before its socket is destroyed. */
+const REFUSAL_LINGER_MS = 1000;
+
 function refuse(client: Duplex, status: number, reason: string, code: string): void {
   const body = `${reason}\n`;
+  // A CONNECT/Upgrade socket is outside the HTTP server's tracking and timeouts, and the server
+  // allows half-open sockets: end() alone would leave it open while the client keeps its side,
+  // and block shutdown. Destroy it once the refusal is written, or after a short bound.
+  const timer = setTimeout(() => client.destroy(), REFUSAL_LINGER_MS);
+  timer.unref();
   client.end(
     `HTTP/1.1 ${status} ${reason}\r\nsluice-error: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    () => {
+      clearTimeout(timer);
+      client.destroy();
+    },
   );
 }
 

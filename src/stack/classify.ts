@@ -66,6 +66,7 @@ const SLUICE_VERDICTS: Readonly<Record<LocalReplyCode, Verdict>> = {
   'deadline-exceeded': LOCAL, // the caller's budget ran out; the upstream may be fine
   'idle-timeout': LOCAL, // either side may have stalled
   draining: LOCAL,
+  'loop-detected': LOCAL,
   overloaded: LOCAL,
   'client-closed': ABORTED, // the client went away: nobody waits, nothing failed upstream
 };

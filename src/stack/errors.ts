@@ -13,6 +13,7 @@ export type LocalReplyCode =
   | 'upstream-reset' // upstream closed the connection before a response (502)
   | 'upstream-error' // any other upstream protocol failure (502)
   | 'draining' // the sidecar is shutting down (503)
+  | 'loop-detected' // the request already passed this listener: it would circle forever (508)
   | 'overloaded' // a local bound was hit: queue, buffer, concurrency (503)
   | 'client-closed'; // the client went away; nobody reads this reply, it names the outcome (499)
 
@@ -31,6 +32,7 @@ const REPLIES: Readonly<Record<LocalReplyCode, ReplyShape>> = {
   'upstream-reset': { status: 502, message: 'upstream reset the connection' },
   'upstream-error': { status: 502, message: 'upstream protocol error' },
   draining: { status: 503, message: 'sidecar is shutting down' },
+  'loop-detected': { status: 508, message: 'request loops back through this sidecar' },
   overloaded: { status: 503, message: 'sidecar is at a configured limit' },
   'client-closed': { status: 499, message: 'client closed the connection' },
 };

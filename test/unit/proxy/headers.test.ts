@@ -2,9 +2,13 @@ import { describe, expect, it } from 'vitest';
 import {
   appendForwarded,
   forwardRequestHeaders,
+  hasVia,
+  isValidAuthority,
   newRequestHeaderFacts as facts,
   stripResponseHopByHop,
 } from '../../../src/proxy/headers.ts';
+
+const VIA = '1.1 sluice-abc';
 import { splitAbsolute } from '../../../src/proxy/listener.ts';
 import { parseAuthority } from '../../../src/proxy/router.ts';
 
@@ -37,7 +41,7 @@ describe('forwardRequestHeaders', () => {
   it('keeps forwarding positions right when Connection names a field before them', () => {
     const f = facts();
     const out = forwardRequestHeaders(['X-Hop', '1', 'X-Forwarded-For', '1.1.1.1', 'Connection', 'x-hop'], 'sluice-timeout-ms', f);
-    appendForwarded(out, f, '2.2.2.2');
+    appendForwarded(out, f, '2.2.2.2', 'orders', VIA);
     expect(out.slice(0, 2)).toEqual(['X-Forwarded-For', '1.1.1.1, 2.2.2.2']);
   });
 
@@ -54,11 +58,12 @@ describe('forwardRequestHeaders', () => {
 });
 
 describe('appendForwarded', () => {
-  it('adds X-Forwarded-* and Forwarded for a new request', () => {
+  it('adds Via, X-Forwarded-* and Forwarded for a new request', () => {
     const f = facts();
     const h = forwardRequestHeaders(['Host', 'orders'], 'sluice-timeout-ms', f);
-    appendForwarded(h, f, '10.1.2.3');
+    appendForwarded(h, f, '10.1.2.3', 'orders', VIA);
     expect(h).toEqual([
+      'via', VIA,
       'x-forwarded-for', '10.1.2.3',
       'x-forwarded-proto', 'http',
       'x-forwarded-host', 'orders',
@@ -68,9 +73,43 @@ describe('appendForwarded', () => {
 
   it('appends to an existing chain and brackets IPv6 in Forwarded', () => {
     const f = facts();
-    const h = forwardRequestHeaders(['X-Forwarded-For', '1.1.1.1', 'Forwarded', 'for=1.1.1.1', 'X-Forwarded-Proto', 'https'], 'sluice-timeout-ms', f);
-    appendForwarded(h, f, '::1');
-    expect(h).toEqual(['X-Forwarded-For', '1.1.1.1, ::1', 'Forwarded', 'for=1.1.1.1, for="[::1]";proto=http', 'X-Forwarded-Proto', 'https']);
+    const h = forwardRequestHeaders(
+      ['X-Forwarded-For', '1.1.1.1', 'Forwarded', 'for=1.1.1.1', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'a', 'Via', '1.0 fred'],
+      'sluice-timeout-ms',
+      f,
+    );
+    appendForwarded(h, f, '::1', 'b', VIA);
+    expect(h).toEqual([
+      'X-Forwarded-For', '1.1.1.1, ::1',
+      'Forwarded', 'for=1.1.1.1, for="[::1]";host="b";proto=http',
+      'X-Forwarded-Proto', 'https',
+      'X-Forwarded-Host', 'a',
+      'Via', `1.0 fred, ${VIA}`,
+    ]);
+  });
+
+  it('recognises its own Via token, and only its own', () => {
+    const f = facts();
+    const h = forwardRequestHeaders(['Via', `1.1 other, ${VIA}`], 'sluice-timeout-ms', f);
+    expect(hasVia(h, f, VIA)).toBe(true);
+    expect(hasVia(h, f, '1.1 sluice-def')).toBe(false);
+    const g = facts();
+    expect(hasVia(forwardRequestHeaders([], 'x', g), g, VIA)).toBe(false);
+  });
+
+  it.each([
+    ['orders', true],
+    ['orders.default.svc.cluster.local:8080', true],
+    ['my_host:80', true],
+    ['[::1]:9000', true],
+    ['127.0.0.1', true],
+    ['', false],
+    ['a", for=6.6.6.6;host="b', false],
+    ['user@orders', false],
+    ['orders:80:90', false],
+    ['orders/x', false],
+  ])('isValidAuthority(%j) is %s', (authority, valid) => {
+    expect(isValidAuthority(authority)).toBe(valid);
   });
 });
 
