@@ -99,13 +99,23 @@ export async function runProxy(argv: string[]): Promise<number> {
     onShutdownRequest: () => void stop('admin /shutdown'),
   });
   const reloads = declarePolicyMetrics(sidecar.metrics).reloads;
+  // The watcher reports what it finds at start too, so an edit between our load and its first
+  // read is not missed; a policy identical to the one serving is not re-applied.
+  let serving = JSON.stringify(loaded.policy);
   const watcher = watchPolicyFile(path, {
-    onPolicy: (policy) => sidecar.applyPolicy(applyOverrides(policy, overrides)),
+    emitInitial: true,
+    onPolicy: (policy) => {
+      const next = JSON.stringify(policy);
+      if (next === serving) return;
+      serving = next;
+      sidecar.applyPolicy(applyOverrides(policy, overrides));
+    },
     onInvalid: (errors) => {
       reloads.labels({ result: 'rejected' }).inc();
       log.error({ path, errors: errors.map(formatPolicyError) }, 'policy change rejected; the previous policy keeps serving');
     },
   });
+  await watcher.ready;
   log.info({ policy: path, ...sidecar.addresses }, 'sluice proxy started');
 
   let exitOnAdminShutdown: () => void = () => undefined;
