@@ -76,6 +76,12 @@ class ResponseSink implements BodySink {
   }
 }
 
+/** host:port of the socket's local end, bracketed for IPv6. */
+function localAuthority(req: IncomingMessage): string {
+  const host = req.socket.localAddress ?? '127.0.0.1';
+  return `${host.includes(':') ? `[${host}]` : host}:${req.socket.localPort ?? 0}`;
+}
+
 /** Splits an absolute-form target (`http://host:port/path?q`) into authority and path. */
 export function splitAbsolute(url: string): { authority: string; path: string } | undefined {
   if (!url.startsWith('http://')) return undefined;
@@ -155,7 +161,9 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       authority = split.authority;
       path = split.path;
     }
-    authority = authority?.toLowerCase() ?? '';
+    // Node already refuses HTTP/1.1 without Host; an HTTP/1.0 client (a health checker, say)
+    // reaching the inbound port names the address it connected to.
+    authority = authority?.toLowerCase() ?? (direction === 'inbound' ? localAuthority(req) : '');
     const target = precheck(authority, headers, facts) ?? deps.resolve(authority, method, path);
     if (target instanceof SluiceError) {
       res.once('close', done);

@@ -95,3 +95,20 @@ describe('review regressions', () => {
     }
   });
 });
+
+describe('HTTP/1.0 without Host', () => {
+  it('is served on the inbound port, naming the address it connected to', async () => {
+    const app = track(await startScriptedUpstream([{ echo: true }]));
+    const sc = track(await startTestSidecar({ inbound: { app: { address: '127.0.0.1', port: app.port } } }));
+    const r = await rawRequest(sc.inboundPort, 'GET /health HTTP/1.0\r\n\r\n');
+    expect(r.response?.status).toBe(200);
+    expect((await app.waitForRequest(1)).headers.host).toBe(`127.0.0.1:${sc.inboundPort}`);
+  });
+
+  it('is refused on the outbound port, where Host chooses the upstream', async () => {
+    const sc = track(await startTestSidecar({}));
+    const r = await rawRequest(sc.outboundPort, 'GET / HTTP/1.0\r\n\r\n');
+    expect(r.response?.status).toBe(400);
+    expect(r.response?.headers['sluice-error']).toBe('bad-request');
+  });
+});
