@@ -143,12 +143,6 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   }
 }
 
-export interface DispatchOptions {
-  readonly headersTimeoutMs: number | undefined;
-  readonly bodyTimeoutMs: number | undefined;
-}
-
-/** Sends one try to a dispatcher; resolves with the response at its headers. */
 /**
  * Sends one try to a dispatcher; resolves with the response at its headers, or rejects with the
  * failure as `mapError` names it (done here rather than in a .catch: one promise per try).

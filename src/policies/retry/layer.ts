@@ -29,7 +29,7 @@ export function declareRetryMetrics(registry: Registry): RetryMetrics {
     refused: counter(
       registry,
       'sluice_retries_refused_total',
-      'Retryable failures not retried, by why: budget (retry budget exhausted), concurrency (too many retries at once), deadline (no time left), attempts (max attempts reached), retry_after (upstream asked for a longer wait), body (request body too large to replay).',
+      'Retryable failures not retried, by why: budget (retry budget exhausted, or too many retries at once), deadline (no time left), attempts (max attempts reached), retry_after (upstream asked for a longer wait), body (request body too large to replay).',
       ['direction', 'upstream', 'why'],
     ),
   };
