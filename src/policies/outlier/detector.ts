@@ -1,0 +1,359 @@
+// Outlier ejection per upstream (Envoy's outlier detection, plus latency): a pure core with no
+// timers. Every try's result is recorded; an endpoint that fails N times in a row, whose success
+// rate over a window drops too low, or whose latency is far above its peers' is ejected for a while
+// and then returns by itself, checked lazily against the injected clock.
+//
+// - Ejection time grows with the endpoint's ejection count (n-th: n × base, capped at max), and the
+//   count decays by one per baseEjectionMs of time out of ejection. A flapping endpoint is ejected
+//   longer each time; one that stayed healthy is forgiven.
+// - The count stops growing once n × base reaches max, so forgiveness never takes longer than the
+//   number of steps it takes to reach the cap.
+// - A returned endpoint starts with a clean slate (streak, window, latency): the results that
+//   ejected it are old news, and a stale slow latency must not eject it again on its first answer.
+// - Cap: at most max(1, floor(n × maxEjectionPercent)) endpoints ejected at once (Envoy ejects at
+//   least one whenever the percent is above 0), and never the last non-ejected one. An ejection the
+//   cap refuses is not an ejection: record() returns undefined, and the check fires again on that
+//   endpoint's next result, so it is ejected as soon as room frees up.
+// - Shadow mode runs the same state machine (so events, durations and the cap are exactly those
+//   enforce would produce) but eligible() stays all true.
+import type { OutlierDetectionPolicy } from '../../policy/types.ts';
+import type { Clock } from '../../stack/types.ts';
+
+/** Same shape as the parsed config (one definition, so the two cannot drift). */
+export type OutlierPolicy = OutlierDetectionPolicy;
+
+export type OutlierReason = 'consecutive_failures' | 'success_rate' | 'latency';
+
+export interface EjectionEvent {
+  readonly endpoint: number;
+  readonly reason: OutlierReason;
+  readonly durationMs: number;
+  /** false in shadow mode: the endpoint would have been ejected, but still gets traffic. */
+  readonly enforced: boolean;
+}
+
+/** Buckets of the success-rate window; it slides in steps of windowMs / 10 (holds 90..100%). */
+export const SUCCESS_RATE_BUCKETS = 10;
+
+/**
+ * Weight of a new sample in the latency EWMA once the endpoint has 1 / alpha samples; before
+ * that the estimate is the plain mean, so the first answer does not dominate.
+ */
+export const LATENCY_ALPHA = 0.1;
+
+const NOT_EJECTED = -1;
+const EMPTY: number[] = Object.freeze([]) as unknown as number[];
+
+function isCount(v: number, min: number): boolean {
+  return Number.isSafeInteger(v) && v >= min;
+}
+
+function checkPolicy(n: number, p: OutlierPolicy): void {
+  if (!isCount(n, 1)) throw new RangeError(`outlier endpointCount must be an integer >= 1, got ${n}`);
+  if (p.mode !== 'enforce' && p.mode !== 'shadow' && p.mode !== 'off') {
+    throw new RangeError(`outlier mode must be 'enforce', 'shadow' or 'off', got ${String(p.mode)}`);
+  }
+  if (!isCount(p.consecutiveFailures, 0)) {
+    throw new RangeError(`outlier consecutiveFailures must be an integer >= 0, got ${p.consecutiveFailures}`);
+  }
+  const sr = p.successRate;
+  if (sr !== undefined) {
+    if (!(sr.windowMs > 0 && Number.isFinite(sr.windowMs))) {
+      throw new RangeError(`outlier successRate.windowMs must be a finite number > 0, got ${sr.windowMs}`);
+    }
+    if (!isCount(sr.minRequests, 1)) {
+      throw new RangeError(`outlier successRate.minRequests must be an integer >= 1, got ${sr.minRequests}`);
+    }
+    if (!(sr.minSuccessRate >= 0 && sr.minSuccessRate <= 1)) {
+      throw new RangeError(`outlier successRate.minSuccessRate must be in [0, 1], got ${sr.minSuccessRate}`);
+    }
+  }
+  const lat = p.latency;
+  if (lat !== undefined) {
+    if (!(lat.factor >= 1 && Number.isFinite(lat.factor))) {
+      throw new RangeError(`outlier latency.factor must be a finite number >= 1, got ${lat.factor}`);
+    }
+    if (!isCount(lat.minRequests, 1)) {
+      throw new RangeError(`outlier latency.minRequests must be an integer >= 1, got ${lat.minRequests}`);
+    }
+  }
+  if (!(p.baseEjectionMs > 0 && Number.isFinite(p.baseEjectionMs))) {
+    throw new RangeError(`outlier baseEjectionMs must be a finite number > 0, got ${p.baseEjectionMs}`);
+  }
+  // max < base is allowed: every ejection then lasts max.
+  if (!(p.maxEjectionMs > 0 && Number.isFinite(p.maxEjectionMs))) {
+    throw new RangeError(`outlier maxEjectionMs must be a finite number > 0, got ${p.maxEjectionMs}`);
+  }
+  if (!(p.maxEjectionPercent >= 0 && p.maxEjectionPercent <= 1)) {
+    throw new RangeError(`outlier maxEjectionPercent must be in [0, 1], got ${p.maxEjectionPercent}`);
+  }
+}
+
+export class OutlierDetector {
+  readonly #n: number;
+  readonly #policy: OutlierPolicy;
+  readonly #clock: Clock;
+  /** Most endpoints ejected at once. */
+  readonly #maxEjected: number;
+  /** Ejection count at which n × base reaches max; the count never grows past it. */
+  readonly #maxMultiplier: number;
+
+  // Per endpoint, allocated once.
+  readonly #eligible: boolean[];
+  /** Clock time the ejection ends, or NOT_EJECTED. */
+  readonly #ejectedUntil: Float64Array;
+  readonly #multiplier: Float64Array;
+  /** Clock time the multiplier was last decayed up to (the return time, after an ejection). */
+  readonly #decayedAt: Float64Array;
+  readonly #streak: Float64Array;
+  readonly #latencyMs: Float64Array;
+  readonly #samples: Float64Array;
+  #ejected = 0;
+  /** Earliest ejectedUntil among ejected endpoints: the sweep for returns is skipped before it. */
+  #nextReturnMs = Infinity;
+  #returned: number[] = [];
+
+  // Success-rate window: SUCCESS_RATE_BUCKETS buckets per endpoint, endpoint-major. One shared head:
+  // all endpoints slide together.
+  readonly #bucketMs: number;
+  readonly #requests: Float64Array;
+  readonly #failures: Float64Array;
+  readonly #requestSum: Float64Array;
+  readonly #failureSum: Float64Array;
+  #head: number;
+
+  /** Scratch for the median of peers' latencies (quickselect in place, no allocation). */
+  readonly #scratch: Float64Array;
+
+  constructor(endpointCount: number, policy: OutlierPolicy, clock: Clock) {
+    checkPolicy(endpointCount, policy);
+    const n = endpointCount;
+    this.#n = n;
+    this.#policy = policy;
+    this.#clock = clock;
+    const byPercent = policy.maxEjectionPercent > 0 ? Math.max(1, Math.floor(n * policy.maxEjectionPercent)) : 0;
+    this.#maxEjected = Math.min(n - 1, byPercent);
+    this.#maxMultiplier = Math.max(1, Math.ceil(policy.maxEjectionMs / policy.baseEjectionMs));
+    this.#eligible = new Array<boolean>(n).fill(true);
+    this.#ejectedUntil = new Float64Array(n).fill(NOT_EJECTED);
+    this.#multiplier = new Float64Array(n);
+    this.#decayedAt = new Float64Array(n).fill(clock.now());
+    this.#streak = new Float64Array(n);
+    this.#latencyMs = new Float64Array(n);
+    this.#samples = new Float64Array(n);
+    this.#bucketMs = (policy.successRate?.windowMs ?? 1) / SUCCESS_RATE_BUCKETS;
+    this.#requests = new Float64Array(policy.successRate ? n * SUCCESS_RATE_BUCKETS : 0);
+    this.#failures = new Float64Array(this.#requests.length);
+    this.#requestSum = new Float64Array(n);
+    this.#failureSum = new Float64Array(n);
+    this.#head = Math.floor(clock.now() / this.#bucketMs);
+    this.#scratch = new Float64Array(n);
+  }
+
+  /**
+   * Record one finished try on endpoint i. Returns an ejection when this result ejects (or, in
+   * shadow mode, would eject) the endpoint; undefined otherwise, including when the cap refused the
+   * ejection. Results on an endpoint already ejected (tries that were in flight when it was) are
+   * ignored: they are what ejected it.
+   */
+  record(i: number, failed: boolean, latencyMs: number): EjectionEvent | undefined {
+    const p = this.#policy;
+    if (p.mode === 'off') return undefined;
+    if (!(Number.isInteger(i) && i >= 0 && i < this.#n)) {
+      throw new RangeError(`outlier endpoint index must be an integer in [0, ${this.#n - 1}], got ${i}`);
+    }
+    const now = this.#clock.now();
+    this.#sweep(now);
+    if (this.#ejectedUntil[i] !== NOT_EJECTED) return undefined;
+
+    this.#streak[i] = failed ? this.#streak[i]! + 1 : 0;
+    if (p.successRate !== undefined) {
+      this.#rotate(now);
+      const slot = i * SUCCESS_RATE_BUCKETS + this.#slot(this.#head);
+      this.#requests[slot]! += 1;
+      this.#requestSum[i]! += 1;
+      if (failed) {
+        this.#failures[slot]! += 1;
+        this.#failureSum[i]! += 1;
+      }
+    }
+    if (latencyMs >= 0 && Number.isFinite(latencyMs)) {
+      const k = (this.#samples[i]! += 1);
+      const alpha = Math.max(1 / k, LATENCY_ALPHA);
+      this.#latencyMs[i]! += (latencyMs - this.#latencyMs[i]!) * alpha;
+    }
+
+    const reason = this.#outlier(i);
+    if (reason === undefined) return undefined;
+    return this.#eject(i, reason, now);
+  }
+
+  /**
+   * Per endpoint: may it receive traffic now? Ejected endpoints whose time is up return here
+   * (lazily, by the clock). In shadow/off mode all true. Returns the same array instance, updated
+   * in place (no allocation per call); callers must not modify it.
+   */
+  eligible(): readonly boolean[] {
+    this.#sweep(this.#clock.now());
+    return this.#eligible;
+  }
+
+  /**
+   * Endpoints that came back since the last call (for metrics/logs), each reported once. When none
+   * did, a shared frozen empty array (no allocation on the hot path).
+   */
+  takeReturned(): number[] {
+    this.#sweep(this.#clock.now());
+    if (this.#returned.length === 0) return EMPTY;
+    const out = this.#returned;
+    this.#returned = [];
+    return out;
+  }
+
+  /** Endpoints ejected now (in shadow mode: that would be ejected). */
+  ejectedCount(): number {
+    this.#sweep(this.#clock.now());
+    return this.#ejected;
+  }
+
+  /** The first check that finds endpoint i an outlier, in order of how clear the evidence is. */
+  #outlier(i: number): OutlierReason | undefined {
+    const p = this.#policy;
+    if (p.consecutiveFailures > 0 && this.#streak[i]! >= p.consecutiveFailures) return 'consecutive_failures';
+    const sr = p.successRate;
+    if (sr !== undefined) {
+      const requests = this.#requestSum[i]!;
+      if (requests >= sr.minRequests && (requests - this.#failureSum[i]!) / requests < sr.minSuccessRate) {
+        return 'success_rate';
+      }
+    }
+    const lat = p.latency;
+    if (lat !== undefined && this.#samples[i]! >= lat.minRequests) {
+      const median = this.#peerMedian(i, lat.minRequests);
+      if (median !== undefined && this.#latencyMs[i]! > lat.factor * median) return 'latency';
+    }
+    return undefined;
+  }
+
+  /**
+   * Median latency EWMA of the other non-ejected endpoints that have at least minRequests samples
+   * themselves (a peer with two answers is no yardstick); undefined when there is none.
+   */
+  #peerMedian(i: number, minRequests: number): number | undefined {
+    const a = this.#scratch;
+    let k = 0;
+    for (let j = 0; j < this.#n; j++) {
+      if (j !== i && this.#ejectedUntil[j] === NOT_EJECTED && this.#samples[j]! >= minRequests) {
+        a[k++] = this.#latencyMs[j]!;
+      }
+    }
+    if (k === 0) return undefined;
+    const hi = select(a, k, k >> 1);
+    return k % 2 === 1 ? hi : (select(a, k, (k >> 1) - 1) + hi) / 2;
+  }
+
+  #eject(i: number, reason: OutlierReason, now: number): EjectionEvent | undefined {
+    if (this.#ejected >= this.#maxEjected) return undefined;
+    const p = this.#policy;
+    // Forgive: one step per baseEjectionMs spent out of ejection since the last decay.
+    const steps = Math.floor((now - this.#decayedAt[i]!) / p.baseEjectionMs);
+    if (steps > 0) this.#multiplier[i] = Math.max(0, this.#multiplier[i]! - steps);
+    const multiplier = Math.min(this.#maxMultiplier, this.#multiplier[i]! + 1);
+    this.#multiplier[i] = multiplier;
+    const durationMs = Math.min(p.maxEjectionMs, multiplier * p.baseEjectionMs);
+    const until = now + durationMs;
+    this.#ejectedUntil[i] = until;
+    if (until < this.#nextReturnMs) this.#nextReturnMs = until;
+    this.#ejected += 1;
+    const enforced = p.mode === 'enforce';
+    if (enforced) this.#eligible[i] = false;
+    return { endpoint: i, reason, durationMs, enforced };
+  }
+
+  /** Bring back every endpoint whose ejection is over, with a clean slate. */
+  #sweep(now: number): void {
+    if (now < this.#nextReturnMs) return;
+    let next = Infinity;
+    for (let i = 0; i < this.#n; i++) {
+      const until = this.#ejectedUntil[i]!;
+      if (until === NOT_EJECTED) continue;
+      if (until > now) {
+        if (until < next) next = until;
+        continue;
+      }
+      this.#ejectedUntil[i] = NOT_EJECTED;
+      this.#eligible[i] = true;
+      this.#ejected -= 1;
+      // Healthy time (for forgiveness) counts from when the ejection ended, not from when the
+      // clock was next read, so the outcome does not depend on how often anyone looks.
+      this.#decayedAt[i] = until;
+      this.#streak[i] = 0;
+      this.#latencyMs[i] = 0;
+      this.#samples[i] = 0;
+      if (this.#policy.successRate !== undefined) {
+        this.#requests.fill(0, i * SUCCESS_RATE_BUCKETS, (i + 1) * SUCCESS_RATE_BUCKETS);
+        this.#failures.fill(0, i * SUCCESS_RATE_BUCKETS, (i + 1) * SUCCESS_RATE_BUCKETS);
+        this.#requestSum[i] = 0;
+        this.#failureSum[i] = 0;
+      }
+      this.#returned.push(i);
+    }
+    this.#nextReturnMs = next;
+  }
+
+  #slot(bucket: number): number {
+    return ((bucket % SUCCESS_RATE_BUCKETS) + SUCCESS_RATE_BUCKETS) % SUCCESS_RATE_BUCKETS;
+  }
+
+  /** Zero the buckets that slid out of the window since the last call (lazily: no timers). */
+  #rotate(now: number): void {
+    const bucket = Math.floor(now / this.#bucketMs);
+    const gap = bucket - this.#head;
+    // Same bucket, or the clock went backwards: keep counting into the newest bucket.
+    if (!(gap > 0)) return;
+    if (gap >= SUCCESS_RATE_BUCKETS) {
+      this.#requests.fill(0);
+      this.#failures.fill(0);
+      this.#requestSum.fill(0);
+      this.#failureSum.fill(0);
+    } else {
+      for (let b = this.#head + 1; b <= bucket; b++) {
+        const s = this.#slot(b);
+        for (let i = 0; i < this.#n; i++) {
+          const at = i * SUCCESS_RATE_BUCKETS + s;
+          this.#requestSum[i]! -= this.#requests[at]!;
+          this.#failureSum[i]! -= this.#failures[at]!;
+          this.#requests[at] = 0;
+          this.#failures[at] = 0;
+        }
+      }
+    }
+    this.#head = bucket;
+  }
+}
+
+/** The k-th smallest of a[0..len) (Hoare's quickselect, reorders a in place). */
+function select(a: Float64Array, len: number, k: number): number {
+  let lo = 0;
+  let hi = len - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k]!;
+  }
+  return a[k]!;
+}

@@ -1,0 +1,350 @@
+import { describe, expect, it } from 'vitest';
+import { type OutlierPolicy, OutlierDetector } from '../../../../src/policies/outlier/detector.ts';
+import { FakeClock } from '../../../support/fake-clock.ts';
+
+/** Only the consecutive-failure check on, unless a test turns others on. */
+function policy(over: Partial<OutlierPolicy> = {}): OutlierPolicy {
+  return {
+    mode: 'enforce',
+    consecutiveFailures: 3,
+    successRate: undefined,
+    latency: undefined,
+    baseEjectionMs: 1000,
+    maxEjectionMs: 3500,
+    maxEjectionPercent: 1,
+    ...over,
+  };
+}
+
+function setup(n: number, over: Partial<OutlierPolicy> = {}, startMs = 0) {
+  const clock = new FakeClock(startMs);
+  return { clock, d: new OutlierDetector(n, policy(over), clock) };
+}
+
+/** Fail endpoint i `times` times; returns the last result. */
+function fail(d: OutlierDetector, i: number, times: number) {
+  let last;
+  for (let k = 0; k < times; k++) last = d.record(i, true, 10);
+  return last;
+}
+
+describe('OutlierDetector construction', () => {
+  it.each([
+    [0, {}, 'outlier endpointCount must be an integer >= 1, got 0'],
+    [2, { mode: 'on' }, "outlier mode must be 'enforce', 'shadow' or 'off', got on"],
+    [2, { consecutiveFailures: -1 }, 'outlier consecutiveFailures must be an integer >= 0, got -1'],
+    [2, { successRate: { windowMs: 0, minRequests: 1, minSuccessRate: 0.5 } }, 'outlier successRate.windowMs must be a finite number > 0, got 0'],
+    [2, { successRate: { windowMs: 10, minRequests: 0, minSuccessRate: 0.5 } }, 'outlier successRate.minRequests must be an integer >= 1, got 0'],
+    [2, { successRate: { windowMs: 10, minRequests: 1, minSuccessRate: 2 } }, 'outlier successRate.minSuccessRate must be in [0, 1], got 2'],
+    [2, { latency: { factor: 0.5, minRequests: 1 } }, 'outlier latency.factor must be a finite number >= 1, got 0.5'],
+    [2, { latency: { factor: 2, minRequests: 1.5 } }, 'outlier latency.minRequests must be an integer >= 1, got 1.5'],
+    [2, { baseEjectionMs: 0 }, 'outlier baseEjectionMs must be a finite number > 0, got 0'],
+    [2, { maxEjectionMs: Number.NaN }, 'outlier maxEjectionMs must be a finite number > 0, got NaN'],
+    [2, { maxEjectionPercent: 1.1 }, 'outlier maxEjectionPercent must be in [0, 1], got 1.1'],
+  ])('rejects %j endpoints with %j', (n, over, message) => {
+    expect(() => new OutlierDetector(n, policy(over as Partial<OutlierPolicy>), new FakeClock())).toThrow(
+      new RangeError(message),
+    );
+  });
+
+  it('starts with every endpoint eligible and nothing to report', () => {
+    const { d } = setup(3);
+    expect(d.eligible()).toEqual([true, true, true]);
+    expect(d.ejectedCount()).toBe(0);
+    expect(d.takeReturned()).toEqual([]);
+  });
+
+  it('rejects an endpoint index out of range', () => {
+    const { d } = setup(2);
+    expect(() => d.record(2, true, 1)).toThrow(
+      new RangeError('outlier endpoint index must be an integer in [0, 1], got 2'),
+    );
+  });
+});
+
+describe('consecutive failures', () => {
+  it('ejects on the Nth failure in a row, not before', () => {
+    const { d } = setup(3);
+    expect(d.record(1, true, 10)).toBeUndefined();
+    expect(d.record(1, true, 10)).toBeUndefined();
+    expect(d.eligible()).toEqual([true, true, true]);
+    expect(d.record(1, true, 10)).toEqual({
+      endpoint: 1,
+      reason: 'consecutive_failures',
+      durationMs: 1000,
+      enforced: true,
+    });
+    expect(d.eligible()).toEqual([true, false, true]);
+    expect(d.ejectedCount()).toBe(1);
+  });
+
+  it('a success resets the streak', () => {
+    const { d } = setup(3);
+    fail(d, 0, 2);
+    expect(d.record(0, false, 10)).toBeUndefined();
+    expect(fail(d, 0, 2)).toBeUndefined();
+    expect(d.record(0, true, 10)?.reason).toBe('consecutive_failures');
+  });
+
+  it('is off at 0', () => {
+    const { d } = setup(2, { consecutiveFailures: 0 });
+    expect(fail(d, 0, 100)).toBeUndefined();
+  });
+
+  it('ignores results on an ejected endpoint (tries that were already in flight)', () => {
+    const { d } = setup(3);
+    fail(d, 0, 3);
+    expect(fail(d, 0, 10)).toBeUndefined();
+    expect(d.ejectedCount()).toBe(1);
+  });
+});
+
+describe('ejection time and return', () => {
+  it('returns after baseEjectionMs, reported once by takeReturned', () => {
+    const { clock, d } = setup(3);
+    fail(d, 2, 3);
+    clock.advance(999);
+    expect(d.eligible()[2]).toBe(false);
+    expect(d.takeReturned()).toEqual([]);
+    clock.advance(1);
+    expect(d.eligible()[2]).toBe(true);
+    expect(d.ejectedCount()).toBe(0);
+    expect(d.takeReturned()).toEqual([2]);
+    expect(d.takeReturned()).toEqual([]);
+  });
+
+  it('returns the same eligible array, updated in place', () => {
+    const { clock, d } = setup(2);
+    const e = d.eligible();
+    fail(d, 0, 3);
+    expect(d.eligible()).toBe(e);
+    expect(e[0]).toBe(false);
+    clock.advance(1000);
+    expect(d.eligible()).toBe(e);
+    expect(e[0]).toBe(true);
+  });
+
+  it('ejects a flapping endpoint longer each time, capped at maxEjectionMs', () => {
+    const { clock, d } = setup(3);
+    const durations: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      const ev = fail(d, 0, 3);
+      durations.push(ev!.durationMs);
+      clock.advance(ev!.durationMs); // fails again the moment it is back: no healthy time
+      expect(d.eligible()[0]).toBe(true);
+    }
+    expect(durations).toEqual([1000, 2000, 3000, 3500, 3500]);
+  });
+
+  it('forgives one step per baseEjectionMs of healthy time after return', () => {
+    const { clock, d } = setup(3);
+    for (let k = 0; k < 3; k++) clock.advance(fail(d, 0, 3)!.durationMs); // multiplier 3
+    clock.advance(1999); // one whole step of healthy time: 3 → 2, then the ejection makes it 3
+    expect(fail(d, 0, 3)!.durationMs).toBe(3000);
+    clock.advance(3000);
+    clock.advance(2000); // two steps: 3 → 1, ejection → 2
+    expect(fail(d, 0, 3)!.durationMs).toBe(2000);
+    clock.advance(2000);
+    clock.advance(60_000); // fully forgiven
+    expect(fail(d, 0, 3)!.durationMs).toBe(1000);
+  });
+
+  it('stops growing the multiplier at the cap, so forgiveness is quick after a long flap', () => {
+    const { clock, d } = setup(3);
+    for (let k = 0; k < 20; k++) clock.advance(fail(d, 0, 3)!.durationMs);
+    // Multiplier held at ceil(3500 / 1000) = 4; 3 s healthy → 1, ejection → 2.
+    clock.advance(3000);
+    expect(fail(d, 0, 3)!.durationMs).toBe(2000);
+  });
+
+  it('watches a returned endpoint with a clean slate', () => {
+    const { clock, d } = setup(3, {
+      successRate: { windowMs: 10_000, minRequests: 4, minSuccessRate: 0.5 },
+    });
+    d.record(0, false, 10);
+    fail(d, 0, 3); // streak ejects; window holds 1 ok, 3 failed
+    clock.advance(1000);
+    expect(d.eligible()[0]).toBe(true);
+    // Old window would give 1/5 success and the old streak 4 in a row: neither counts any more.
+    expect(d.record(0, true, 10)).toBeUndefined();
+    expect(d.record(0, true, 10)).toBeUndefined();
+    expect(d.record(0, true, 10)?.reason).toBe('consecutive_failures');
+  });
+});
+
+describe('success rate', () => {
+  const successRate = { windowMs: 10_000, minRequests: 10, minSuccessRate: 0.6 };
+
+  it('ejects below minSuccessRate once minRequests are in the window', () => {
+    const { d } = setup(3, { consecutiveFailures: 0, successRate });
+    for (let k = 0; k < 4; k++) {
+      d.record(0, false, 10);
+      expect(d.record(0, true, 10)).toBeUndefined(); // 50% but fewer than 10 requests
+    }
+    d.record(0, false, 10);
+    expect(d.record(0, true, 10)).toEqual({ endpoint: 0, reason: 'success_rate', durationMs: 1000, enforced: true });
+  });
+
+  it('does not eject at or above minSuccessRate', () => {
+    const { d } = setup(3, { consecutiveFailures: 0, successRate });
+    for (let k = 0; k < 5; k++) {
+      for (let s = 0; s < 3; s++) expect(d.record(1, false, 10)).toBeUndefined();
+      for (let f = 0; f < 2; f++) expect(d.record(1, true, 10)).toBeUndefined(); // 60% exactly
+    }
+  });
+
+  it('forgets results older than the window', () => {
+    const { clock, d } = setup(3, { consecutiveFailures: 0, successRate });
+    for (let k = 0; k < 9; k++) d.record(0, true, 10);
+    clock.advance(10_000);
+    // The 9 failures slid out: this is 1 request, under minRequests.
+    expect(d.record(0, true, 10)).toBeUndefined();
+    for (let k = 0; k < 8; k++) expect(d.record(0, false, 10)).toBeUndefined();
+    // 10 requests, 2 failed: 80%. Had the window not slid it would be 8 of 19: ejected.
+    expect(d.record(0, false, 10)).toBeUndefined();
+  });
+
+  it('slides bucket by bucket', () => {
+    const { clock, d } = setup(2, { consecutiveFailures: 0, successRate: { windowMs: 1000, minRequests: 4, minSuccessRate: 0.5 } });
+    d.record(0, true, 1); // bucket 0
+    d.record(0, true, 1);
+    clock.advance(500);
+    d.record(0, false, 1); // bucket 5
+    clock.advance(500); // bucket 10: bucket 0 slid out
+    expect(d.record(0, true, 1)).toBeUndefined(); // 2 requests in window
+    expect(d.record(0, true, 1)).toBeUndefined(); // 3
+    expect(d.record(0, false, 1)).toBeUndefined(); // 4 requests, 2 ok: 50% is not below
+    expect(d.record(0, true, 1)?.reason).toBe('success_rate'); // 5 requests, 2 ok
+  });
+});
+
+describe('latency', () => {
+  const latency = { factor: 3, minRequests: 5 };
+
+  function feed(d: OutlierDetector, i: number, ms: number, times: number) {
+    let last;
+    for (let k = 0; k < times; k++) last = d.record(i, false, ms);
+    return last;
+  }
+
+  it('ejects an endpoint over factor × the median of its peers', () => {
+    const { d } = setup(4, { consecutiveFailures: 0, latency });
+    feed(d, 0, 10, 5);
+    feed(d, 1, 20, 5);
+    feed(d, 2, 1000, 5); // a slow peer does not move the median much
+    // Peers of 3: 10, 20, 1000 → median 20; 3's mean after 5 × 70 is 70 > 60.
+    expect(feed(d, 3, 70, 4)).toBeUndefined(); // 4 samples: too few
+    expect(d.record(3, false, 70)).toEqual({ endpoint: 3, reason: 'latency', durationMs: 1000, enforced: true });
+  });
+
+  it('does not eject at factor × median or below', () => {
+    const { d } = setup(3, { consecutiveFailures: 0, latency });
+    feed(d, 0, 10, 5);
+    feed(d, 1, 30, 5);
+    // Peers of 2: 10 and 30, median 20; 60 is not above 3 × 20.
+    expect(feed(d, 2, 60, 20)).toBeUndefined();
+  });
+
+  it('needs peers with enough samples', () => {
+    const { d } = setup(3, { consecutiveFailures: 0, latency });
+    feed(d, 0, 10, 4);
+    feed(d, 1, 10, 4);
+    expect(feed(d, 2, 1000, 10)).toBeUndefined();
+    d.record(0, false, 10); // 0 now has 5 samples: a yardstick
+    expect(d.record(2, false, 1000)?.reason).toBe('latency');
+  });
+
+  it('leaves ejected peers out of the median', () => {
+    const { d } = setup(3, { consecutiveFailures: 1, latency });
+    feed(d, 0, 100, 5);
+    feed(d, 1, 10, 5);
+    expect(d.record(1, true, 10)?.reason).toBe('consecutive_failures');
+    // 2's only peer now is 0 (100): 250 is under 300.
+    expect(feed(d, 2, 250, 10)).toBeUndefined();
+  });
+
+  it('weights recent samples once past 1 / alpha samples', () => {
+    const { d } = setup(2, { consecutiveFailures: 0, latency: { factor: 2, minRequests: 1 } });
+    feed(d, 0, 10, 1);
+    feed(d, 1, 10, 30); // long fast history
+    // A mean would need 4 slow samples to pass 20; the EWMA (alpha 0.1) needs 2:
+    // 10 + 90 × 0.1 = 19, then 10 + 90 × (1 - 0.9²) = 27.1.
+    expect(d.record(1, false, 100)).toBeUndefined();
+    expect(d.record(1, false, 100)?.reason).toBe('latency');
+  });
+
+  it('resets the latency estimate on return', () => {
+    const { clock, d } = setup(2, { consecutiveFailures: 0, maxEjectionPercent: 0.5, latency: { factor: 2, minRequests: 2 } });
+    feed(d, 0, 10, 2);
+    expect(feed(d, 1, 100, 2)?.reason).toBe('latency');
+    clock.advance(1000);
+    expect(d.eligible()).toEqual([true, true]);
+    expect(d.record(1, false, 15)).toBeUndefined(); // one sample: too few, the old 100 is gone
+    expect(d.record(1, false, 15)).toBeUndefined(); // 15 ≤ 2 × 10
+  });
+});
+
+describe('ejection cap', () => {
+  it('3 endpoints at 50%: at most one ejected; a refused ejection returns undefined', () => {
+    const { clock, d } = setup(3, { maxEjectionPercent: 0.5 });
+    expect(fail(d, 0, 3)?.endpoint).toBe(0);
+    expect(fail(d, 1, 3)).toBeUndefined();
+    expect(d.eligible()).toEqual([false, true, true]);
+    expect(d.ejectedCount()).toBe(1);
+    // Once 0 is back there is room: 1's streak still stands, so its next failure ejects it.
+    clock.advance(1000);
+    expect(d.record(1, true, 10)?.endpoint).toBe(1);
+    expect(d.eligible()).toEqual([true, false, true]);
+  });
+
+  it('never ejects the last non-ejected endpoint, even at 100%', () => {
+    const { d } = setup(3, { maxEjectionPercent: 1 });
+    expect(fail(d, 0, 3)).toBeDefined();
+    expect(fail(d, 1, 3)).toBeDefined();
+    expect(fail(d, 2, 3)).toBeUndefined();
+    expect(d.eligible()).toEqual([false, false, true]);
+  });
+
+  it('never ejects a lone endpoint', () => {
+    const { d } = setup(1);
+    expect(fail(d, 0, 10)).toBeUndefined();
+    expect(d.eligible()).toEqual([true]);
+  });
+
+  it('ejects at least one when the percent is above 0 (Envoy), none at 0', () => {
+    expect(fail(setup(4, { maxEjectionPercent: 0.1 }).d, 0, 3)).toBeDefined(); // floor(0.4) = 0 → 1
+    expect(fail(setup(4, { maxEjectionPercent: 0 }).d, 0, 3)).toBeUndefined();
+  });
+
+  it('allows floor(n × percent)', () => {
+    const { d } = setup(10, { maxEjectionPercent: 0.25 });
+    const ejected = [0, 1, 2, 3].map((i) => fail(d, i, 3) !== undefined);
+    expect(ejected).toEqual([true, true, false, false]);
+  });
+});
+
+describe('modes', () => {
+  it('shadow: same events with enforced = false, everything stays eligible', () => {
+    const { clock, d } = setup(3, { mode: 'shadow', maxEjectionPercent: 0.5 });
+    expect(fail(d, 0, 3)).toEqual({ endpoint: 0, reason: 'consecutive_failures', durationMs: 1000, enforced: false });
+    expect(d.eligible()).toEqual([true, true, true]);
+    expect(d.ejectedCount()).toBe(1);
+    expect(fail(d, 0, 5)).toBeUndefined(); // would-be ejected: no repeat events
+    expect(fail(d, 1, 3)).toBeUndefined(); // the cap applies as it would in enforce
+    clock.advance(1000);
+    expect(d.takeReturned()).toEqual([0]);
+    expect(fail(d, 0, 3)?.durationMs).toBe(2000);
+  });
+
+  it('off: records nothing, ejects nothing', () => {
+    const { d } = setup(3, {
+      mode: 'off',
+      successRate: { windowMs: 1000, minRequests: 1, minSuccessRate: 1 },
+      latency: { factor: 1, minRequests: 1 },
+    });
+    expect(fail(d, 0, 50)).toBeUndefined();
+    expect(d.record(7, true, 1)).toBeUndefined();
+    expect(d.eligible()).toEqual([true, true, true]);
+    expect(d.ejectedCount()).toBe(0);
+  });
+});
