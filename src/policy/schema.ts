@@ -3,6 +3,8 @@
 import type {
   Endpoint,
   ListenerAddress,
+  LoadBalancerPolicy,
+  OutlierDetectionPolicy,
   RetryBudgetPolicy,
   RetryCondition,
   RetryPolicy,
@@ -39,6 +41,8 @@ interface Defaults {
     readonly timeouts: TimeoutPolicy;
     readonly retry: RetryPolicy;
     readonly retryBudget: RetryBudgetPolicy;
+    readonly loadBalancer: LoadBalancerPolicy;
+    readonly outlierDetection: OutlierDetectionPolicy;
   };
 }
 
@@ -71,8 +75,46 @@ export const DEFAULTS: Defaults = {
       retryNonIdempotent: false,
     },
     retryBudget: { ratio: 0.2, windowMs: 10000, minRetriesPerSecond: 10, maxConcurrentRetries: 100 },
+    loadBalancer: { algorithm: 'p2c-ewma', decayMs: 10000, defaultRttMs: 1 },
+    // Short first ejections: an endpoint that recovers is back within about a second, one that
+    // keeps failing is ejected longer each time.
+    outlierDetection: {
+      mode: 'enforce',
+      consecutiveFailures: 5,
+      successRate: { windowMs: 10000, minRequests: 20, minSuccessRate: 0.5 },
+      latency: { factor: 5, minRequests: 20 },
+      baseEjectionMs: 1000,
+      maxEjectionMs: 30000,
+      maxEjectionPercent: 0.5,
+    },
   },
 };
+
+export const LOAD_BALANCER_FIELDS: SectionSpec<LoadBalancerPolicy> = {
+  algorithm: { kind: 'enum', values: ['p2c-ewma', 'round-robin'] },
+  decayMs: { kind: 'int', min: 100, max: 600_000 },
+  defaultRttMs: { kind: 'int', min: 0, max: 60_000 },
+};
+
+/** successRate and latency are switchable (`off`); see sections.ts. */
+export const OUTLIER_FIELDS = {
+  mode: { kind: 'enum', values: ['enforce', 'shadow', 'off'] },
+  consecutiveFailures: { kind: 'int', min: 0, max: 1000 },
+  baseEjectionMs: { kind: 'int', min: 1, max: 3_600_000 },
+  maxEjectionMs: { kind: 'int', min: 1, max: 3_600_000 },
+  maxEjectionPercent: { kind: 'number', min: 0, max: 1 },
+} as const satisfies Record<string, FieldSpec>;
+
+export const SUCCESS_RATE_FIELDS = {
+  windowMs: { kind: 'int', min: 1000, max: 600_000 },
+  minRequests: { kind: 'int', min: 1, max: 1_000_000 },
+  minSuccessRate: { kind: 'number', min: 0, max: 1 },
+} as const satisfies Record<string, FieldSpec>;
+
+export const LATENCY_OUTLIER_FIELDS = {
+  factor: { kind: 'number', min: 1, max: 1000 },
+  minRequests: { kind: 'int', min: 1, max: 1_000_000 },
+} as const satisfies Record<string, FieldSpec>;
 
 export type FieldSpec =
   | { readonly kind: 'int'; readonly min: number; readonly max: number; readonly off?: true }

@@ -5,14 +5,27 @@ import { isMap } from 'yaml';
 import { BAD, type Field } from './reader.ts';
 import {
   DEFAULTS,
+  LATENCY_OUTLIER_FIELDS,
+  LOAD_BALANCER_FIELDS,
+  OUTLIER_FIELDS,
   PORT_MAX,
   RETRY_BUDGET_FIELDS,
   RETRY_FIELDS,
+  SUCCESS_RATE_FIELDS,
   TIMEOUT_FIELDS,
   readSection,
+  readValue,
   type SectionSpec,
 } from './schema.ts';
-import type { Endpoint, ListenerAddress, RetryBudgetPolicy, RetryPolicy, TimeoutPolicy } from './types.ts';
+import type {
+  Endpoint,
+  ListenerAddress,
+  LoadBalancerPolicy,
+  OutlierDetectionPolicy,
+  RetryBudgetPolicy,
+  RetryPolicy,
+  TimeoutPolicy,
+} from './types.ts';
 
 export function readTimeouts(f: Field | undefined, base: TimeoutPolicy): TimeoutPolicy {
   return f ? readSection(f, TIMEOUT_FIELDS, base) : base;
@@ -63,6 +76,33 @@ export function readRetryBudget(
   base: RetryBudgetPolicy | undefined,
 ): RetryBudgetPolicy | undefined {
   return readSwitchable(f, RETRY_BUDGET_FIELDS, base, DEFAULTS.outbound.retryBudget);
+}
+
+export function readLoadBalancer(f: Field | undefined, base: LoadBalancerPolicy): LoadBalancerPolicy {
+  return f ? readSection(f, LOAD_BALANCER_FIELDS, base) : base;
+}
+
+/** outlierDetection: plain fields merge as usual; successRate and latency may each be `off`. */
+export function readOutlierDetection(f: Field | undefined, base: OutlierDetectionPolicy): OutlierDetectionPolicy {
+  if (!f) return base;
+  const plain = Object.keys(OUTLIER_FIELDS) as (keyof typeof OUTLIER_FIELDS)[];
+  const m = f.map([...plain, 'successRate', 'latency']);
+  if (m === BAD) return base;
+  const out: { -readonly [K in keyof OutlierDetectionPolicy]: OutlierDetectionPolicy[K] } = { ...base };
+  for (const key of plain) {
+    const child = m.get(key);
+    if (!child) continue;
+    const v = readValue(child, OUTLIER_FIELDS[key], base[key]);
+    if (v !== BAD) (out as Record<string, unknown>)[key] = v;
+  }
+  const fallback = DEFAULTS.outbound.outlierDetection;
+  out.successRate = readSwitchable(m.get('successRate'), SUCCESS_RATE_FIELDS, base.successRate, fallback.successRate!);
+  out.latency = readSwitchable(m.get('latency'), LATENCY_OUTLIER_FIELDS, base.latency, fallback.latency!);
+  if (out.maxEjectionMs < out.baseEjectionMs) {
+    const at = m.get('maxEjectionMs') ?? m.get('baseEjectionMs');
+    at?.fail(`maxEjectionMs (${out.maxEjectionMs}) must be at least baseEjectionMs (${out.baseEjectionMs})`);
+  }
+  return out;
 }
 
 /** A listener or the local app: YAML `{address, port}`, output `{host, port}`. */

@@ -44,6 +44,32 @@ export interface RetryBudgetPolicy {
   readonly maxConcurrentRetries: number;
 }
 
+export interface LoadBalancerPolicy {
+  /** p2c-ewma: two random endpoints, the one with lower latency EWMA × (in-flight + 1) wins. */
+  readonly algorithm: 'p2c-ewma' | 'round-robin';
+  /** How fast the latency estimate forgets, ms. */
+  readonly decayMs: number;
+  /** Latency assumed for an endpoint before its first answer, ms. */
+  readonly defaultRttMs: number;
+}
+
+export interface OutlierDetectionPolicy {
+  /** enforce: eject; shadow: count what would be ejected, eject nothing; off. */
+  readonly mode: 'enforce' | 'shadow' | 'off';
+  /** Consecutive failed tries that eject an endpoint (0 = this check off). */
+  readonly consecutiveFailures: number;
+  readonly successRate:
+    | { readonly windowMs: number; readonly minRequests: number; readonly minSuccessRate: number }
+    | undefined;
+  /** Eject an endpoint whose latency is over `factor` × the median of its peers. */
+  readonly latency: { readonly factor: number; readonly minRequests: number } | undefined;
+  /** The n-th ejection in a row lasts n × baseEjectionMs, at most maxEjectionMs. */
+  readonly baseEjectionMs: number;
+  readonly maxEjectionMs: number;
+  /** At most this share of endpoints ejected at once; the last one never is. */
+  readonly maxEjectionPercent: number;
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: {
@@ -70,6 +96,8 @@ export interface UpstreamPolicy {
   readonly timeouts: TimeoutPolicy;
   readonly retry: RetryPolicy | undefined;
   readonly retryBudget: RetryBudgetPolicy | undefined;
+  readonly loadBalancer: LoadBalancerPolicy;
+  readonly outlierDetection: OutlierDetectionPolicy;
   /** Routes in match order; a final catch-all route named 'default' is always present. */
   readonly routes: readonly RoutePolicy[];
 }

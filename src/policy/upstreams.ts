@@ -2,12 +2,23 @@
 // built-in defaults < outbound.defaults < upstream < route.
 import { BAD, type Field } from './reader.ts';
 import { DEFAULTS, MAX_CONNECTIONS, readValue } from './schema.ts';
-import { readEndpoint, readHost, readRetry, readRetryBudget, readTimeouts } from './sections.ts';
+import {
+  readEndpoint,
+  readHost,
+  readLoadBalancer,
+  readOutlierDetection,
+  readRetry,
+  readRetryBudget,
+  readTimeouts,
+} from './sections.ts';
 import type { Endpoint, OutboundPolicy, RetryPolicy, RoutePolicy, UpstreamPolicy } from './types.ts';
 
-type Level = Pick<UpstreamPolicy, 'maxConnectionsPerEndpoint' | 'timeouts' | 'retry' | 'retryBudget'>;
+type Level = Pick<
+  UpstreamPolicy,
+  'maxConnectionsPerEndpoint' | 'timeouts' | 'retry' | 'retryBudget' | 'loadBalancer' | 'outlierDetection'
+>;
 
-const LEVEL_FIELDS = ['maxConnectionsPerEndpoint', 'timeouts', 'retry', 'retryBudget'] as const;
+const LEVEL_FIELDS = ['maxConnectionsPerEndpoint', 'timeouts', 'retry', 'retryBudget', 'loadBalancer', 'outlierDetection'] as const;
 const UPSTREAM_FIELDS = ['name', 'hosts', 'endpoints', ...LEVEL_FIELDS, 'routes'] as const;
 const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry'] as const;
 
@@ -23,6 +34,8 @@ const BUILT_IN: Level = {
   timeouts: DEFAULTS.outbound.timeouts,
   retry: DEFAULTS.outbound.retry,
   retryBudget: DEFAULTS.outbound.retryBudget,
+  loadBalancer: DEFAULTS.outbound.loadBalancer,
+  outlierDetection: DEFAULTS.outbound.outlierDetection,
 };
 
 function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy): Level {
@@ -34,6 +47,8 @@ function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy
     timeouts: readTimeouts(f.lookup('timeouts'), base.timeouts),
     retry: readRetry(f.lookup('retry'), base.retry, retryFallback),
     retryBudget: readRetryBudget(f.lookup('retryBudget'), base.retryBudget),
+    loadBalancer: readLoadBalancer(f.lookup('loadBalancer'), base.loadBalancer),
+    outlierDetection: readOutlierDetection(f.lookup('outlierDetection'), base.outlierDetection),
   };
 }
 

@@ -192,6 +192,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       incomingDeadline: facts.deadline,
       idempotencyKey: facts.idempotencyKey,
       attempt: 1,
+      lastEndpoint: -1,
       retryReason: undefined,
       localReply: undefined,
     };

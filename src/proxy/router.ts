@@ -6,7 +6,9 @@ import type { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import type { Endpoint, OutboundPolicy, RoutePolicy, SidecarPolicy, UpstreamPolicy } from '../policy/types.ts';
 import { buildStack, type StackMetrics } from '../stack/order.ts';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
+import { EndpointSet } from './endpoints.ts';
 import type { PoolSet } from './pools.ts';
+import type { Logger } from 'pino';
 
 export interface RouteTarget {
   readonly handler: Handler;
@@ -20,6 +22,7 @@ export interface RouteTarget {
 
 export interface RuntimeDeps {
   readonly clock: Clock;
+  readonly log: Logger;
   /** Sidecar-wide bound on request bodies held for replay. */
   readonly replayAllowance: ReplayAllowance;
   readonly random: () => number;
@@ -36,13 +39,11 @@ class UpstreamRuntime {
     name: string,
     shape: UpstreamShape,
     endpoints: readonly Endpoint[],
+    endpointSet: EndpointSet,
     budget: RetryBudget | undefined,
     policy: SidecarPolicy,
-    pools: PoolSet,
     deps: RuntimeDeps,
   ) {
-    const settings = { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint };
-    const dispatchers = endpoints.map((e) => pools.get(e, settings));
     this.#routes = shape.routes.map((route) => ({
       policy: route,
       target: {
@@ -60,7 +61,7 @@ class UpstreamRuntime {
           retry: route.retry,
           budget,
           replayAllowance: deps.replayAllowance,
-          dispatchers,
+          endpoints: endpointSet,
           deadlineHeader: policy.deadlineHeader,
           clock: deps.clock,
           random: deps.random,
@@ -111,6 +112,42 @@ function poolSettings(shape: UpstreamShape): { connectMs: number; connections: n
   return { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint };
 }
 
+/** An upstream's endpoint set, and what must stay equal for it to carry over a policy update. */
+interface KeptSet {
+  readonly key: string;
+  readonly set: EndpointSet;
+}
+
+/**
+ * The endpoint set for an upstream: the previous one when endpoints, pools and balancing policy
+ * are unchanged (its latency estimates and ejections still mean the same), else a new one.
+ */
+function endpointSetFor(
+  name: string,
+  shape: UpstreamShape,
+  endpoints: readonly Endpoint[],
+  pools: PoolSet,
+  deps: RuntimeDeps,
+  previous: KeptSet | undefined,
+): KeptSet {
+  const settings = poolSettings(shape);
+  const key = JSON.stringify([endpoints, settings, shape.loadBalancer, shape.outlierDetection]);
+  if (previous !== undefined && previous.key === key) return previous;
+  previous?.set.retire();
+  const set = new EndpointSet({
+    upstream: name,
+    endpoints,
+    dispatchers: endpoints.map((e) => pools.get(e, settings)),
+    loadBalancer: shape.loadBalancer,
+    outlierDetection: shape.outlierDetection,
+    clock: deps.clock,
+    random: deps.random,
+    metrics: deps.metrics.endpoints,
+    log: deps.log,
+  });
+  return { key, set };
+}
+
 export class OutboundRouter {
   readonly #deps: RuntimeDeps;
   readonly #pools: PoolSet;
@@ -118,6 +155,7 @@ export class OutboundRouter {
   #policy: SidecarPolicy | undefined;
   #byHost = new Map<string, UpstreamRuntime>();
   #budgets = new Map<string, RetryBudget>();
+  #sets = new Map<string, KeptSet>();
   #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint }>();
   #passthroughBudget: RetryBudget | undefined;
 
@@ -132,10 +170,13 @@ export class OutboundRouter {
     const byHost = new Map<string, UpstreamRuntime>();
     const budgets = new Map<string, RetryBudget>();
     const used: [Endpoint, { connectMs: number; connections: number }][] = [];
+    const sets = new Map<string, KeptSet>();
     for (const u of out.upstreams) {
       const budget = carryBudget(this.#budgets.get(u.name), u.retryBudget, this.#deps.clock);
       if (budget !== undefined) budgets.set(u.name, budget);
-      const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, budget, policy, this.#pools, this.#deps);
+      const kept = endpointSetFor(u.name, u, u.endpoints, this.#pools, this.#deps, this.#sets.get(u.name));
+      sets.set(u.name, kept);
+      const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, kept.set, budget, policy, this.#deps);
       for (const host of u.hosts) byHost.set(host, runtime);
       for (const e of u.endpoints) used.push([e, poolSettings(u)]);
     }
@@ -145,6 +186,8 @@ export class OutboundRouter {
     this.#policy = policy;
     this.#byHost = byHost;
     this.#budgets = budgets;
+    for (const [name, kept] of this.#sets) if (!sets.has(name)) kept.set.retire();
+    this.#sets = sets;
     this.#passthrough = new Map();
     this.#pools.retain(used, retire);
     // Forwarded hosts get fresh routes (and pools) under the new defaults.
@@ -169,16 +212,9 @@ export class OutboundRouter {
     if (known !== undefined) return known.runtime;
     const endpoint = parseAuthority(authority);
     if (endpoint === undefined) return undefined;
-    const runtime = new UpstreamRuntime(
-      'outbound',
-      'passthrough',
-      policy.outbound.defaults,
-      [endpoint],
-      this.#passthroughBudget,
-      policy,
-      this.#passthroughPools,
-      this.#deps,
-    );
+    const shape = policy.outbound.defaults;
+    const { set } = endpointSetFor('passthrough', shape, [endpoint], this.#passthroughPools, this.#deps, undefined);
+    const runtime = new UpstreamRuntime('outbound', 'passthrough', shape, [endpoint], set, this.#passthroughBudget, policy, this.#deps);
     this.#passthrough.set(authority, { runtime, endpoint });
     if (this.#passthrough.size > MAX_PASSTHROUGH) {
       // The oldest forwarded host goes, and its pool with it (after the retire delay).
@@ -198,6 +234,7 @@ export class InboundRouter {
   readonly #deps: RuntimeDeps;
   readonly #pools: PoolSet;
   #runtime: UpstreamRuntime | undefined;
+  #set: KeptSet | undefined;
   #policy: SidecarPolicy | undefined;
 
   constructor(deps: RuntimeDeps, pools: PoolSet) {
@@ -218,7 +255,8 @@ export class InboundRouter {
     };
     const retire = retireMs(this.#policy ?? policy);
     this.#policy = policy;
-    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], undefined, policy, this.#pools, this.#deps);
+    this.#set = endpointSetFor('app', shape, [app], this.#pools, this.#deps, this.#set);
+    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, policy, this.#deps);
     this.#pools.retain([[app, poolSettings(shape)]], retire);
   }
 

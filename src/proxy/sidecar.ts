@@ -46,7 +46,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const registry = new Registry();
   if (opts.processMetrics === true) collectDefaultMetrics({ register: registry });
   const replayAllowance = new ReplayAllowance(opts.policy.limits.maxRetryBufferBytes);
-  const deps = { clock, random: opts.random ?? Math.random, metrics: declareStackMetrics(registry), replayAllowance };
+  const deps = { clock, log, random: opts.random ?? Math.random, metrics: declareStackMetrics(registry), replayAllowance };
   const policyMetrics = declarePolicyMetrics(registry);
 
   const pools = new PoolSet();

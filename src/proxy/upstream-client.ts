@@ -1,12 +1,12 @@
-// The innermost handler: pick an endpoint, send one try on its keep-alive pool. Pools are looked
-// up once per build, not per request. Endpoint choice is round-robin for now; the load balancer
-// layer (power-of-two-choices, outlier ejection) replaces it.
-import type { Dispatcher } from 'undici';
+// The innermost handler: pick an endpoint, send one try on its keep-alive pool. Balancing and
+// outlier ejection live here rather than in a layer of their own because both learn from each
+// try's own outcome and latency, observed where the try settles, at no extra promise per try.
 import { classifyError } from '../stack/classify.ts';
 import { SluiceError } from '../stack/errors.ts';
 import type { Registry } from 'prom-client';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
 import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
+import type { EndpointSet } from './endpoints.ts';
 import { dispatchTry } from './upstream-exchange.ts';
 
 export interface UpstreamMetrics {
@@ -26,8 +26,8 @@ export interface UpstreamClientBuild {
   readonly direction: Direction;
   readonly upstream: string;
   readonly metrics: UpstreamMetrics;
-  /** One dispatcher per endpoint, in policy order. */
-  readonly dispatchers: readonly Dispatcher[];
+  /** The upstream's endpoints, balancer and outlier detector (shared by its routes). */
+  readonly endpoints: EndpointSet;
   /** No body bytes from the upstream for this long ends the response (undefined = off). */
   readonly idleMs: number | undefined;
   readonly deadlineHeader: string;
@@ -51,15 +51,15 @@ export function upstreamFailure(err: unknown): SluiceError {
 }
 
 export function upstreamClient(b: UpstreamClientBuild): Handler {
-  const { dispatchers, deadlineHeader, clock } = b;
-  const count = dispatchers.length;
+  const { endpoints, deadlineHeader, clock } = b;
   const bodyTimeout = b.idleMs ?? 0;
-  let next = 0;
   const attempts = b.metrics.attempts.labels({ direction: b.direction, upstream: b.upstream });
   return (req, ctx) => {
     attempts.inc();
-    const dispatcher = dispatchers[next++ % count] as Dispatcher;
-    if (next >= 1 << 30) next = 0;
+    // A retry avoids the endpoint that just failed it, when there is another (Envoy's
+    // previous_hosts predicate): retrying on the same bad endpoint wastes the budget.
+    const i = endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
+    ctx.lastEndpoint = i;
     const headers = req.headers;
     if (ctx.deadlineMs !== Infinity) {
       // The next hop learns how much time is left, minus what we already spent. The list is this
@@ -69,11 +69,14 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       if (at >= 0 && headers[at] === deadlineHeader) headers[at + 1] = remaining;
       else headers.push(deadlineHeader, remaining);
     }
+    const startedMs = clock.now();
+    endpoints.start(i);
     return dispatchTry(
-      dispatcher,
+      endpoints.dispatcher(i),
       { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
       ctx,
       upstreamFailure,
+      (status, error) => endpoints.settled(i, startedMs, status, error),
     );
   };
 }

@@ -12,8 +12,12 @@ const PRE_SINK_HIGH_WATER = 64 * 1024;
 type Controller = Dispatcher.DispatchController;
 type Trailers = Record<string, string | string[]>;
 
+/** Told how each try settled (status at its headers, or the failure), for balancing and ejection. */
+export type TryObserver = (statusCode: number | undefined, error: unknown) => void;
+
 export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBody {
   readonly #ctx: RequestContext;
+  readonly #observe: TryObserver | undefined;
   readonly #resolve: (r: ProxyResponse) => void;
   readonly #reject: (e: Error) => void;
   readonly #noBody: boolean;
@@ -32,9 +36,17 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   readonly #onCancel = (reason: Error): void => this.#cancel(reason);
   /** A drain listener is registered: don't add another per write that returns false. */
   #awaitingDrain = false;
+  #failed = false;
 
-  constructor(ctx: RequestContext, noBody: boolean, resolve: (r: ProxyResponse) => void, reject: (e: Error) => void) {
+  constructor(
+    ctx: RequestContext,
+    noBody: boolean,
+    resolve: (r: ProxyResponse) => void,
+    reject: (e: Error) => void,
+    observe?: TryObserver,
+  ) {
     this.#ctx = ctx;
+    this.#observe = observe;
     this.#noBody = noBody;
     this.#resolve = resolve;
     this.#reject = reject;
@@ -54,7 +66,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     }
     this.#cancelledEarly = reason;
     releaseCancel(this.#ctx, this.#onCancel);
-    this.#reject(reason);
+    this.#fail(reason);
   }
 
   onResponseStart(_c: Controller, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
@@ -62,6 +74,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     if (statusCode < 200) return;
     stripResponseHopByHop(headers);
     this.#answered = true;
+    this.#observe?.(statusCode, undefined);
     this.#resolve({ statusCode, headers, body: this.#noBody || statusCode === 204 || statusCode === 304 ? null : this });
   }
 
@@ -81,7 +94,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     releaseCancel(this.#ctx, this.#onCancel);
     if (!this.#answered) {
       // A response with no body and a status < 200 only: treat as protocol failure.
-      this.#reject(new Error('upstream ended without a final response'));
+      this.#fail(new Error('upstream ended without a final response'));
       return;
     }
     const hasTrailers = trailers !== null && Object.keys(trailers).length > 0 ? trailers : null;
@@ -95,7 +108,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   onResponseError(_c: Controller, err: Error): void {
     releaseCancel(this.#ctx, this.#onCancel);
     if (!this.#answered) {
-      this.#reject(err);
+      this.#fail(err);
       return;
     }
     if (this.#sink !== undefined) this.#sink.fail(err);
@@ -132,6 +145,14 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     if (!this.#ended && this.#error === undefined) this.#controller?.abort(new Error('response discarded for retry'));
   }
 
+  /** The try failed before an answer; observed once (a late report of a given-up try is not). */
+  #fail(err: Error): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#observe?.(undefined, err);
+    this.#reject(err);
+  }
+
   #pauseUntilDrain(controller: Controller, sink: BodySink): void {
     controller.pause();
     if (this.#awaitingDrain) return;
@@ -152,10 +173,11 @@ export function dispatchTry(
   opts: Dispatcher.DispatchOptions,
   ctx: RequestContext,
   mapError: (err: unknown) => Error,
+  observe?: TryObserver,
 ): Promise<ProxyResponse> {
   if (ctx.cancelled !== undefined) return Promise.reject(ctx.cancelled);
   return new Promise((resolve, reject) => {
-    const exchange = new UpstreamExchange(ctx, opts.method === 'HEAD', resolve, (err) => reject(mapError(err)));
+    const exchange = new UpstreamExchange(ctx, opts.method === 'HEAD', resolve, (err) => reject(mapError(err)), observe);
     dispatcher.dispatch(opts, exchange);
   });
 }

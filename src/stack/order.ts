@@ -2,13 +2,12 @@
 // undefined); it never reorders them. Each line says why the layer sits where it does.
 //
 // DESIGN.md's full outbound order, with the layers still to come marked (later):
-//   telemetry → deadline → rate limit (later) → retry + budget → breaker / outlier ejection
-//   (later) → credits (later) → load balancer (later; round-robin in the client today) →
-//   per-try timeout → upstream client.
+//   telemetry → deadline → rate limit (later) → retry + budget → breaker (later) → credits
+//   (later) → per-try timeout → upstream client, which balances (p2c-ewma) over the endpoints
+//   outlier ejection leaves in rotation: both learn from each try where it settles.
 // Inbound today: telemetry → deadline → app; admission, credit grant and idempotency (later)
 // go between deadline and the app client.
 import type { Registry } from 'prom-client';
-import type { Dispatcher } from 'undici';
 import { retryLayer, declareRetryMetrics, type RetryMetrics } from '../policies/retry/layer.ts';
 import type { RetryBudget } from '../policies/retry/budget.ts';
 import type { ReplayAllowance } from '../policies/retry/replay-body.ts';
@@ -19,6 +18,7 @@ import {
   type TimeoutMetrics,
 } from '../policies/timeout/layer.ts';
 import type { RetryPolicy, TimeoutPolicy } from '../policy/types.ts';
+import { declareEndpointMetrics, type EndpointMetrics, type EndpointSet } from '../proxy/endpoints.ts';
 import { declareUpstreamMetrics, upstreamClient, type UpstreamMetrics } from '../proxy/upstream-client.ts';
 import { declareTelemetryMetrics, telemetryLayer, type TelemetryMetrics } from '../telemetry/layer.ts';
 import type { Clock, Direction, Handler, Layer } from './types.ts';
@@ -29,6 +29,7 @@ export interface StackMetrics {
   readonly timeouts: TimeoutMetrics;
   readonly retry: RetryMetrics;
   readonly upstream: UpstreamMetrics;
+  readonly endpoints: EndpointMetrics;
 }
 
 export function declareStackMetrics(registry: Registry): StackMetrics {
@@ -37,6 +38,7 @@ export function declareStackMetrics(registry: Registry): StackMetrics {
     timeouts: declareTimeoutMetrics(registry),
     retry: declareRetryMetrics(registry),
     upstream: declareUpstreamMetrics(registry),
+    endpoints: declareEndpointMetrics(registry),
   };
 }
 
@@ -51,7 +53,7 @@ export interface RouteBuild {
   readonly retry: RetryPolicy | undefined;
   readonly budget: RetryBudget | undefined;
   readonly replayAllowance: ReplayAllowance;
-  readonly dispatchers: readonly Dispatcher[];
+  readonly endpoints: EndpointSet;
   readonly deadlineHeader: string;
   readonly clock: Clock;
   readonly random: () => number;
@@ -87,7 +89,7 @@ export function buildStack(b: RouteBuild): Handler {
           random: b.random,
           metrics: metrics.retry,
         }),
-    // (later: breaker, credits, load balancer — each try is admitted and placed separately)
+    // (later: breaker, credits — each try is admitted separately)
     // Innermost timer: bounds one try, so a hung endpoint costs a try and the retry goes on.
     b.timeouts.perTryMs === undefined
       ? undefined
@@ -97,7 +99,7 @@ export function buildStack(b: RouteBuild): Handler {
     direction,
     upstream,
     metrics: metrics.upstream,
-    dispatchers: b.dispatchers,
+    endpoints: b.endpoints,
     idleMs: b.timeouts.idleMs,
     deadlineHeader: b.deadlineHeader,
     clock,

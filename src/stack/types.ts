@@ -88,6 +88,8 @@ export interface RequestContext {
   readonly idempotencyKey: string | undefined;
   /** 1 for the first try; set by the retry layer. */
   attempt: number;
+  /** Index of the endpoint the last try went to (-1 before the first), so a retry goes elsewhere. */
+  lastEndpoint: number;
   /** Why the current attempt is a retry, for telemetry. */
   retryReason: string | undefined;
   /** The local decision that ended the request, if any (a sluice-error code). */

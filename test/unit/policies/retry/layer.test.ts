@@ -34,6 +34,7 @@ function ctx(over: Partial<RequestContext> = {}): RequestContext {
     incomingDeadline: undefined,
     idempotencyKey: undefined,
     attempt: 1,
+    lastEndpoint: -1,
     retryReason: undefined,
     localReply: undefined,
     ...over,

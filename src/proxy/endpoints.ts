@@ -1,0 +1,118 @@
+// The endpoints of one upstream (build lifetime): their pools, the load balancer that picks one
+// per try, and the outlier detector that takes misbehaving ones out of rotation. Both learn from
+// each try where it settles (see UpstreamExchange's observer), through the one classifier, so a
+// 503, a reset and a per-try timeout count the same everywhere, and our own refusals or a client
+// leaving never count against an endpoint.
+import type { Logger } from 'pino';
+import type { Counter, Gauge, Registry } from 'prom-client';
+import type { Dispatcher } from 'undici';
+import { createBalancer, type Balancer } from '../policies/balancer/balancer.ts';
+import { OutlierDetector } from '../policies/outlier/detector.ts';
+import type { Endpoint, LoadBalancerPolicy, OutlierDetectionPolicy } from '../policy/types.ts';
+import { classifyError, classifyResponse } from '../stack/classify.ts';
+import type { Clock } from '../stack/types.ts';
+import { counter, gauge } from '../telemetry/registry.ts';
+
+export interface EndpointMetrics {
+  readonly ejections: Counter<'upstream' | 'reason' | 'mode'>;
+  readonly ejected: Gauge<'upstream'>;
+}
+
+export function declareEndpointMetrics(registry: Registry): EndpointMetrics {
+  return {
+    ejections: counter(
+      registry,
+      'sluice_outlier_ejections_total',
+      'Endpoints ejected (mode="enforce") or that would have been (mode="shadow"), by reason: consecutive_failures, success_rate, latency.',
+      ['upstream', 'reason', 'mode'],
+    ),
+    ejected: gauge(registry, 'sluice_endpoints_ejected', 'Endpoints out of rotation now, per upstream.', ['upstream']),
+  };
+}
+
+export interface EndpointSetBuild {
+  readonly upstream: string;
+  readonly endpoints: readonly Endpoint[];
+  readonly dispatchers: readonly Dispatcher[];
+  readonly loadBalancer: LoadBalancerPolicy;
+  readonly outlierDetection: OutlierDetectionPolicy;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly metrics: EndpointMetrics;
+  readonly log: Logger;
+}
+
+export class EndpointSet {
+  readonly #b: EndpointSetBuild;
+  readonly #balancer: Balancer;
+  readonly #detector: OutlierDetector;
+  readonly #ejected: { inc(): void; dec(): void };
+  /** Scratch copy of eligibility for a retry's pick, reused to allocate nothing per retry. */
+  readonly #avoiding: boolean[];
+
+  constructor(b: EndpointSetBuild) {
+    this.#b = b;
+    const lb = b.loadBalancer;
+    this.#balancer = createBalancer(lb.algorithm, b.endpoints.length, lb, b.clock, b.random);
+    this.#detector = new OutlierDetector(b.endpoints.length, b.outlierDetection, b.clock);
+    this.#ejected = b.metrics.ejected.labels({ upstream: b.upstream });
+    this.#avoiding = new Array<boolean>(b.endpoints.length).fill(true);
+  }
+
+  /** The endpoint for the next try: balanced over those not ejected, avoiding `avoid` if it can. */
+  pick(avoid: number): number {
+    const eligible = this.#detector.eligible();
+    const returned = this.#detector.takeReturned();
+    for (const i of returned) {
+      this.#ejected.dec();
+      this.#b.log.info({ upstream: this.#b.upstream, endpoint: this.#name(i) }, 'endpoint back in rotation');
+    }
+    if (avoid < 0 || eligible.length < 2) return this.#balancer.pick(eligible);
+    let others = 0;
+    for (let k = 0; k < eligible.length; k++) {
+      this.#avoiding[k] = eligible[k] === true && k !== avoid;
+      if (this.#avoiding[k]) others++;
+    }
+    return this.#balancer.pick(others > 0 ? this.#avoiding : eligible);
+  }
+
+  dispatcher(i: number): Dispatcher {
+    return this.#b.dispatchers[i] as Dispatcher;
+  }
+
+  start(i: number): void {
+    this.#balancer.start(i);
+  }
+
+  /** One try on endpoint i settled: with a status at its headers, or with an error. */
+  settled(i: number, startedMs: number, statusCode: number | undefined, error: unknown): void {
+    const latencyMs = this.#b.clock.now() - startedMs;
+    const verdict = statusCode !== undefined ? classifyResponse(statusCode) : classifyError(error);
+    // Latency only, as Linkerd does: a failure penalty here would outlast a recovery by the
+    // estimate's decay time. Fast failures are handled by ejection, and retries avoid the
+    // endpoint that just failed them.
+    this.#balancer.end(i, latencyMs);
+    // Not the endpoint's doing: the client left, the deadline ran out, or we refused locally.
+    if (statusCode === undefined && !verdict.failure) return;
+    const ejection = this.#detector.record(i, verdict.failure, latencyMs);
+    if (ejection === undefined) return;
+    const mode = ejection.enforced ? 'enforce' : 'shadow';
+    this.#b.metrics.ejections.labels({ upstream: this.#b.upstream, reason: ejection.reason, mode }).inc();
+    if (ejection.enforced) this.#ejected.inc();
+    this.#b.log.warn(
+      { upstream: this.#b.upstream, endpoint: this.#name(i), reason: ejection.reason, ejectedForMs: ejection.durationMs, mode },
+      ejection.enforced ? 'endpoint ejected' : 'endpoint would be ejected (shadow mode)',
+    );
+  }
+
+  /** Drops this set's share of the ejected gauge when a policy update replaces it. */
+  retire(): void {
+    const n = this.#detector.ejectedCount();
+    for (let k = 0; k < n; k++) this.#ejected.dec();
+  }
+
+  #name(i: number): string {
+    const e = this.#b.endpoints[i] as Endpoint;
+    return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
+  }
+}
