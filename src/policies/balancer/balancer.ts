@@ -165,19 +165,46 @@ class EndpointStats {
   }
 }
 
-class P2cEwmaBalancer implements Balancer {
-  readonly #stats: EndpointStats;
-  readonly #clock: Clock;
+/** What both algorithms share: per-endpoint stats, so metrics read the same either way. */
+abstract class StatsBalancer implements Balancer {
+  protected readonly stats: EndpointStats;
+  protected readonly clock: Clock;
+
+  constructor(n: number, options: BalancerOptions, clock: Clock) {
+    this.stats = new EndpointStats(n, options, clock);
+    this.clock = clock;
+  }
+
+  abstract pick(eligible?: readonly boolean[]): number;
+
+  start(i: number): void {
+    this.stats.start(i);
+  }
+
+  end(i: number, latencyMs: number): void {
+    this.stats.end(i, latencyMs);
+  }
+
+  cost(i: number): number {
+    this.stats.check(i);
+    return this.stats.cost(i, this.clock.now());
+  }
+
+  inFlight(i: number): number {
+    return this.stats.inFlight(i);
+  }
+}
+
+class P2cEwmaBalancer extends StatsBalancer {
   readonly #random: () => number;
 
   constructor(n: number, options: BalancerOptions, clock: Clock, random: () => number) {
-    this.#stats = new EndpointStats(n, options, clock);
-    this.#clock = clock;
+    super(n, options, clock);
     this.#random = random;
   }
 
   pick(eligible?: readonly boolean[]): number {
-    const n = this.#stats.n;
+    const n = this.stats.n;
     if (n === 1) return 0;
     let m = countEligible(eligible, n);
     // None eligible: choose among all rather than refuse (the ejection cap keeps this rare).
@@ -190,41 +217,17 @@ class P2cEwmaBalancer implements Balancer {
     if (kb >= ka) kb++;
     const a = among === undefined || m === n ? ka : nthEligible(among, n, ka);
     const b = among === undefined || m === n ? kb : nthEligible(among, n, kb);
-    const now = this.#clock.now();
-    return this.#stats.cost(b, now) < this.#stats.cost(a, now) ? b : a;
-  }
-
-  start(i: number): void {
-    this.#stats.start(i);
-  }
-
-  end(i: number, latencyMs: number): void {
-    this.#stats.end(i, latencyMs);
-  }
-
-  cost(i: number): number {
-    this.#stats.check(i);
-    return this.#stats.cost(i, this.#clock.now());
-  }
-
-  inFlight(i: number): number {
-    return this.#stats.inFlight(i);
+    const now = this.clock.now();
+    return this.stats.cost(b, now) < this.stats.cost(a, now) ? b : a;
   }
 }
 
-class RoundRobinBalancer implements Balancer {
-  readonly #stats: EndpointStats;
-  readonly #clock: Clock;
+class RoundRobinBalancer extends StatsBalancer {
   /** Where the next scan starts. */
   #next = 0;
 
-  constructor(n: number, options: BalancerOptions, clock: Clock) {
-    this.#stats = new EndpointStats(n, options, clock);
-    this.#clock = clock;
-  }
-
   pick(eligible?: readonly boolean[]): number {
-    const n = this.#stats.n;
+    const n = this.stats.n;
     let chosen = this.#next;
     if (eligible !== undefined) {
       // First eligible at or after the cursor; if none is eligible, the cursor itself.
@@ -238,22 +241,5 @@ class RoundRobinBalancer implements Balancer {
     }
     this.#next = (chosen + 1) % n;
     return chosen;
-  }
-
-  start(i: number): void {
-    this.#stats.start(i);
-  }
-
-  end(i: number, latencyMs: number): void {
-    this.#stats.end(i, latencyMs);
-  }
-
-  cost(i: number): number {
-    this.#stats.check(i);
-    return this.#stats.cost(i, this.#clock.now());
-  }
-
-  inFlight(i: number): number {
-    return this.#stats.inFlight(i);
   }
 }
