@@ -82,7 +82,7 @@ export const DEFAULTS: Defaults = {
       mode: 'enforce',
       consecutiveFailures: 5,
       successRate: { windowMs: 10000, minRequests: 20, minSuccessRate: 0.5 },
-      latency: { factor: 5, minRequests: 20 },
+      latency: { factor: 5, minRequests: 20, minExcessMs: 50 },
       baseEjectionMs: 1000,
       maxEjectionMs: 30000,
       maxEjectionPercent: 0.5,
@@ -114,6 +114,7 @@ export const SUCCESS_RATE_FIELDS = {
 export const LATENCY_OUTLIER_FIELDS = {
   factor: { kind: 'number', min: 1, max: 1000 },
   minRequests: { kind: 'int', min: 1, max: 1_000_000 },
+  minExcessMs: { kind: 'int', min: 0, max: 3_600_000 },
 } as const satisfies Record<string, FieldSpec>;
 
 export type FieldSpec =

@@ -61,8 +61,11 @@ export interface OutlierDetectionPolicy {
   readonly successRate:
     | { readonly windowMs: number; readonly minRequests: number; readonly minSuccessRate: number }
     | undefined;
-  /** Eject an endpoint whose latency is over `factor` × the median of its peers. */
-  readonly latency: { readonly factor: number; readonly minRequests: number } | undefined;
+  /**
+   * Eject an endpoint whose latency is over `factor` × the median of its peers and at least
+   * `minExcessMs` above it (the absolute margin keeps sub-millisecond jitter from ejecting).
+   */
+  readonly latency: { readonly factor: number; readonly minRequests: number; readonly minExcessMs: number } | undefined;
   /** The n-th ejection in a row lasts n × baseEjectionMs, at most maxEjectionMs. */
   readonly baseEjectionMs: number;
   readonly maxEjectionMs: number;

@@ -88,13 +88,14 @@ export class EndpointSet {
   settled(i: number, startedMs: number, statusCode: number | undefined, error: unknown): void {
     const latencyMs = this.#b.clock.now() - startedMs;
     const verdict = statusCode !== undefined ? classifyResponse(statusCode) : classifyError(error);
-    // Latency only, as Linkerd does: a failure penalty here would outlast a recovery by the
-    // estimate's decay time. Fast failures are handled by ejection, and retries avoid the
-    // endpoint that just failed them.
-    this.#balancer.end(i, latencyMs);
+    // Answers only teach the balancer latency, as in Linkerd. A failed try's time is no latency
+    // (a per-try timeout would read as seconds, and the peak-sensitive estimate would then starve
+    // the endpoint long after it recovered): it only frees its in-flight slot (NaN = no sample).
+    // Failures are ejection's business, and retries avoid the endpoint that just failed them.
+    this.#balancer.end(i, verdict.failure ? Number.NaN : latencyMs);
     // Not the endpoint's doing: the client left, the deadline ran out, or we refused locally.
     if (statusCode === undefined && !verdict.failure) return;
-    const ejection = this.#detector.record(i, verdict.failure, latencyMs);
+    const ejection = this.#detector.record(i, verdict.failure, latencyMs, startedMs);
     if (ejection === undefined) return;
     const mode = ejection.enforced ? 'enforce' : 'shadow';
     this.#b.metrics.ejections.labels({ upstream: this.#b.upstream, reason: ejection.reason, mode }).inc();

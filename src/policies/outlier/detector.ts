@@ -76,6 +76,9 @@ function checkPolicy(n: number, p: OutlierPolicy): void {
     if (!isCount(lat.minRequests, 1)) {
       throw new RangeError(`outlier latency.minRequests must be an integer >= 1, got ${lat.minRequests}`);
     }
+    if (!(lat.minExcessMs >= 0 && Number.isFinite(lat.minExcessMs))) {
+      throw new RangeError(`outlier latency.minExcessMs must be a finite number >= 0, got ${lat.minExcessMs}`);
+    }
   }
   if (!(p.baseEjectionMs > 0 && Number.isFinite(p.baseEjectionMs))) {
     throw new RangeError(`outlier baseEjectionMs must be a finite number > 0, got ${p.baseEjectionMs}`);
@@ -105,7 +108,14 @@ export class OutlierDetector {
   readonly #multiplier: Float64Array;
   /** Clock time the multiplier was last decayed up to (the return time, after an ejection). */
   readonly #decayedAt: Float64Array;
+  /** When each endpoint last came back (or the detector started): older tries are not evidence. */
+  readonly #returnedAt: Float64Array;
   readonly #streak: Float64Array;
+  /**
+   * 1 while a returned endpoint is on probation: its first failure ejects it again at once
+   * (without waiting for a new streak), its first success ends the probation.
+   */
+  readonly #watched: Uint8Array;
   readonly #latencyMs: Float64Array;
   readonly #samples: Float64Array;
   #ejected = 0;
@@ -138,7 +148,9 @@ export class OutlierDetector {
     this.#ejectedUntil = new Float64Array(n).fill(NOT_EJECTED);
     this.#multiplier = new Float64Array(n);
     this.#decayedAt = new Float64Array(n).fill(clock.now());
+    this.#returnedAt = new Float64Array(n).fill(clock.now());
     this.#streak = new Float64Array(n);
+    this.#watched = new Uint8Array(n);
     this.#latencyMs = new Float64Array(n);
     this.#samples = new Float64Array(n);
     this.#bucketMs = (policy.successRate?.windowMs ?? 1) / SUCCESS_RATE_BUCKETS;
@@ -156,7 +168,7 @@ export class OutlierDetector {
    * ejection. Results on an endpoint already ejected (tries that were in flight when it was) are
    * ignored: they are what ejected it.
    */
-  record(i: number, failed: boolean, latencyMs: number): EjectionEvent | undefined {
+  record(i: number, failed: boolean, latencyMs: number, startedMs = Infinity): EjectionEvent | undefined {
     const p = this.#policy;
     if (p.mode === 'off') return undefined;
     if (!(Number.isInteger(i) && i >= 0 && i < this.#n)) {
@@ -165,8 +177,13 @@ export class OutlierDetector {
     const now = this.#clock.now();
     this.#sweep(now);
     if (this.#ejectedUntil[i] !== NOT_EJECTED) return undefined;
+    // A try sent before the endpoint's last return (it hung through the ejection) says nothing
+    // about the endpoint now, and on probation it would eject it again at once.
+    if (startedMs < this.#returnedAt[i]!) return undefined;
 
     this.#streak[i] = failed ? this.#streak[i]! + 1 : 0;
+    const onProbation = this.#watched[i] === 1;
+    if (!failed) this.#watched[i] = 0;
     if (p.successRate !== undefined) {
       this.#rotate(now);
       const slot = i * SUCCESS_RATE_BUCKETS + this.#slot(this.#head);
@@ -183,7 +200,7 @@ export class OutlierDetector {
       this.#latencyMs[i]! += (latencyMs - this.#latencyMs[i]!) * alpha;
     }
 
-    const reason = this.#outlier(i);
+    const reason = failed && onProbation && p.consecutiveFailures > 0 ? 'consecutive_failures' : this.#outlier(i);
     if (reason === undefined) return undefined;
     return this.#eject(i, reason, now);
   }
@@ -230,7 +247,9 @@ export class OutlierDetector {
     const lat = p.latency;
     if (lat !== undefined && this.#samples[i]! >= lat.minRequests) {
       const median = this.#peerMedian(i, lat.minRequests);
-      if (median !== undefined && this.#latencyMs[i]! > lat.factor * median) return 'latency';
+      // Both relative and absolute: at loopback latencies a factor alone ejects on jitter.
+      const ms = this.#latencyMs[i]!;
+      if (median !== undefined && ms > lat.factor * median && ms - median >= lat.minExcessMs) return 'latency';
     }
     return undefined;
   }
@@ -287,7 +306,9 @@ export class OutlierDetector {
       // Healthy time (for forgiveness) counts from when the ejection ended, not from when the
       // clock was next read, so the outcome does not depend on how often anyone looks.
       this.#decayedAt[i] = until;
+      this.#returnedAt[i] = until;
       this.#streak[i] = 0;
+      this.#watched[i] = 1;
       this.#latencyMs[i] = 0;
       this.#samples[i] = 0;
       if (this.#policy.successRate !== undefined) {

@@ -21,11 +21,11 @@ function setup(n: number, over: Partial<OutlierPolicy> = {}, startMs = 0) {
   return { clock, d: new OutlierDetector(n, policy(over), clock) };
 }
 
-/** Fail endpoint i `times` times; returns the last result. */
+/** Fail endpoint i `times` times; returns the ejection it caused, if any. */
 function fail(d: OutlierDetector, i: number, times: number) {
-  let last;
-  for (let k = 0; k < times; k++) last = d.record(i, true, 10);
-  return last;
+  let ejection;
+  for (let k = 0; k < times; k++) ejection = d.record(i, true, 10) ?? ejection;
+  return ejection;
 }
 
 describe('OutlierDetector construction', () => {
@@ -36,8 +36,8 @@ describe('OutlierDetector construction', () => {
     [2, { successRate: { windowMs: 0, minRequests: 1, minSuccessRate: 0.5 } }, 'outlier successRate.windowMs must be a finite number > 0, got 0'],
     [2, { successRate: { windowMs: 10, minRequests: 0, minSuccessRate: 0.5 } }, 'outlier successRate.minRequests must be an integer >= 1, got 0'],
     [2, { successRate: { windowMs: 10, minRequests: 1, minSuccessRate: 2 } }, 'outlier successRate.minSuccessRate must be in [0, 1], got 2'],
-    [2, { latency: { factor: 0.5, minRequests: 1 } }, 'outlier latency.factor must be a finite number >= 1, got 0.5'],
-    [2, { latency: { factor: 2, minRequests: 1.5 } }, 'outlier latency.minRequests must be an integer >= 1, got 1.5'],
+    [2, { latency: { factor: 0.5, minRequests: 1, minExcessMs: 0 } }, 'outlier latency.factor must be a finite number >= 1, got 0.5'],
+    [2, { latency: { factor: 2, minRequests: 1.5, minExcessMs: 0 } }, 'outlier latency.minRequests must be an integer >= 1, got 1.5'],
     [2, { baseEjectionMs: 0 }, 'outlier baseEjectionMs must be a finite number > 0, got 0'],
     [2, { maxEjectionMs: Number.NaN }, 'outlier maxEjectionMs must be a finite number > 0, got NaN'],
     [2, { maxEjectionPercent: 1.1 }, 'outlier maxEjectionPercent must be in [0, 1], got 1.1'],
@@ -157,18 +157,38 @@ describe('ejection time and return', () => {
     expect(fail(d, 0, 3)!.durationMs).toBe(2000);
   });
 
-  it('watches a returned endpoint with a clean slate', () => {
+  it('watches a returned endpoint with a clean slate: a success ends probation, old counts are gone', () => {
     const { clock, d } = setup(3, {
-      successRate: { windowMs: 10_000, minRequests: 4, minSuccessRate: 0.5 },
+      successRate: { windowMs: 10_000, minRequests: 5, minSuccessRate: 0.5 },
     });
     d.record(0, false, 10);
     fail(d, 0, 3); // streak ejects; window holds 1 ok, 3 failed
     clock.advance(1000);
     expect(d.eligible()[0]).toBe(true);
-    // Old window would give 1/5 success and the old streak 4 in a row: neither counts any more.
+    expect(d.record(0, false, 10)).toBeUndefined(); // first answer after return: probation over
+    // Old window would give 2/6 success and the old streak 3 in a row: neither counts any more.
     expect(d.record(0, true, 10)).toBeUndefined();
     expect(d.record(0, true, 10)).toBeUndefined();
     expect(d.record(0, true, 10)?.reason).toBe('consecutive_failures');
+  });
+
+  it('ignores a try that started before the endpoint returned', () => {
+    const { clock, d } = setup(3);
+    fail(d, 0, 3);
+    clock.advance(1000); // back at t=1000, on probation
+    expect(d.eligible()[0]).toBe(true);
+    expect(d.record(0, true, 5000, 500)).toBeUndefined(); // sent at t=500, timed out now
+    expect(d.eligible()[0]).toBe(true);
+    expect(d.record(0, true, 10, 1000)?.reason).toBe('consecutive_failures');
+  });
+
+  it('ejects a returned endpoint again on its first failure (probation)', () => {
+    const { clock, d } = setup(3);
+    expect(fail(d, 0, 3)?.durationMs).toBe(1000);
+    clock.advance(1000);
+    expect(d.eligible()[0]).toBe(true);
+    expect(d.record(0, true, 10)).toEqual({ endpoint: 0, reason: 'consecutive_failures', durationMs: 2000, enforced: true });
+    expect(d.eligible()[0]).toBe(false);
   });
 });
 
@@ -219,13 +239,23 @@ describe('success rate', () => {
 });
 
 describe('latency', () => {
-  const latency = { factor: 3, minRequests: 5 };
+  const latency = { factor: 3, minRequests: 5, minExcessMs: 0 };
 
+  /** Records `times` answers of `ms`; returns the ejection they caused, if any. */
   function feed(d: OutlierDetector, i: number, ms: number, times: number) {
-    let last;
-    for (let k = 0; k < times; k++) last = d.record(i, false, ms);
-    return last;
+    let ejection;
+    for (let k = 0; k < times; k++) ejection = d.record(i, false, ms) ?? ejection;
+    return ejection;
   }
+
+  it('does not eject for jitter: the excess over the median must reach minExcessMs', () => {
+    // 0.3 ms peers and a 2 ms endpoint: over 3 × the median, but only 1.7 ms slower.
+    const { d } = setup(3, { consecutiveFailures: 0, latency: { factor: 3, minRequests: 5, minExcessMs: 50 } });
+    feed(d, 0, 0.3, 5);
+    feed(d, 1, 0.3, 5);
+    expect(feed(d, 2, 2, 5)).toBeUndefined();
+    expect(feed(d, 2, 200, 5)?.reason).toBe('latency');
+  });
 
   it('ejects an endpoint over factor × the median of its peers', () => {
     const { d } = setup(4, { consecutiveFailures: 0, latency });
@@ -264,7 +294,7 @@ describe('latency', () => {
   });
 
   it('weights recent samples once past 1 / alpha samples', () => {
-    const { d } = setup(2, { consecutiveFailures: 0, latency: { factor: 2, minRequests: 1 } });
+    const { d } = setup(2, { consecutiveFailures: 0, latency: { factor: 2, minRequests: 1, minExcessMs: 0 } });
     feed(d, 0, 10, 1);
     feed(d, 1, 10, 30); // long fast history
     // A mean would need 4 slow samples to pass 20; the EWMA (alpha 0.1) needs 2:
@@ -274,7 +304,7 @@ describe('latency', () => {
   });
 
   it('resets the latency estimate on return', () => {
-    const { clock, d } = setup(2, { consecutiveFailures: 0, maxEjectionPercent: 0.5, latency: { factor: 2, minRequests: 2 } });
+    const { clock, d } = setup(2, { consecutiveFailures: 0, maxEjectionPercent: 0.5, latency: { factor: 2, minRequests: 2, minExcessMs: 0 } });
     feed(d, 0, 10, 2);
     expect(feed(d, 1, 100, 2)?.reason).toBe('latency');
     clock.advance(1000);
@@ -340,7 +370,7 @@ describe('modes', () => {
     const { d } = setup(3, {
       mode: 'off',
       successRate: { windowMs: 1000, minRequests: 1, minSuccessRate: 1 },
-      latency: { factor: 1, minRequests: 1 },
+      latency: { factor: 1, minRequests: 1, minExcessMs: 0 },
     });
     expect(fail(d, 0, 50)).toBeUndefined();
     expect(d.record(7, true, 1)).toBeUndefined();
