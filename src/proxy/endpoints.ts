@@ -49,6 +49,7 @@ export class EndpointSet {
   readonly #ejected: { inc(): void; dec(): void };
   /** Scratch copy of eligibility for a retry's pick, reused to allocate nothing per retry. */
   readonly #avoiding: boolean[];
+  readonly #enforced: boolean;
 
   constructor(b: EndpointSetBuild) {
     this.#b = b;
@@ -57,6 +58,7 @@ export class EndpointSet {
     this.#detector = new OutlierDetector(b.endpoints.length, b.outlierDetection, b.clock);
     this.#ejected = b.metrics.ejected.labels({ upstream: b.upstream });
     this.#avoiding = new Array<boolean>(b.endpoints.length).fill(true);
+    this.#enforced = b.outlierDetection.mode === 'enforce';
   }
 
   /** The endpoint for the next try: balanced over those not ejected, avoiding `avoid` if it can. */
@@ -64,7 +66,8 @@ export class EndpointSet {
     const eligible = this.#detector.eligible();
     const returned = this.#detector.takeReturned();
     for (const i of returned) {
-      this.#ejected.dec();
+      // Shadow mode reports would-be returns too; only enforced ejections moved the gauge.
+      if (this.#enforced) this.#ejected.dec();
       this.#b.log.info({ upstream: this.#b.upstream, endpoint: this.#name(i) }, 'endpoint back in rotation');
     }
     if (avoid < 0 || eligible.length < 2) return this.#balancer.pick(eligible);
@@ -108,6 +111,7 @@ export class EndpointSet {
 
   /** Drops this set's share of the ejected gauge when a policy update replaces it. */
   retire(): void {
+    if (!this.#enforced) return;
     const n = this.#detector.ejectedCount();
     for (let k = 0; k < n; k++) this.#ejected.dec();
   }

@@ -80,19 +80,25 @@ describe('outlier ejection', () => {
     expect(metricSum(m, 'sluice_outlier_ejections_total', { upstream: 'svc', reason: 'consecutive_failures', mode: 'enforce' })).toBe(1);
   });
 
-  it('p2c steers away from a hanging endpoint by its in-flight tries', async () => {
-    const { bad, sc } = await threeEndpoints(() => 'hang', { mode: 'off' }, { timeouts: { perTryMs: 150, requestMs: 5000 } });
+  it('with the default policy (p2c + ejection) a hanging endpoint costs clients nothing', async () => {
+    // Timed-out tries teach the balancer no latency (that would starve the endpoint long after
+    // it recovers), so ejection is what takes a hung endpoint out; p2c only steers around its
+    // outstanding tries meanwhile.
+    const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000 }, {
+      timeouts: { perTryMs: 150, requestMs: 5000 },
+    });
     const statuses = await load(sc, 120, 4);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
-    expect(bad.requests.length).toBeLessThan(12);
+    expect(bad.requests.length).toBeLessThanOrEqual(5 + 4);
   });
 
   it('shadow mode ejects nothing and counts what it would have ejected', async () => {
     // The retry budget is off so that every failure on the bad endpoint is retried elsewhere:
     // what this shows is that shadow mode takes nothing out of rotation.
+    // Short would-be ejections, so would-be returns happen during the test too.
     const { bad, sc } = await threeEndpoints(
       () => ({ status: 503, body: 'down' }),
-      { mode: 'shadow', baseEjectionMs: 60_000, maxEjectionMs: 60_000 },
+      { mode: 'shadow', baseEjectionMs: 20, maxEjectionMs: 40 },
       { retryBudget: 'off' },
     );
     const statuses = await load(sc, 150, 3);
@@ -101,6 +107,7 @@ describe('outlier ejection', () => {
     expect(bad.requests.length).toBeGreaterThan(15);
     const m = await sc.metrics();
     expect(metricSum(m, 'sluice_outlier_ejections_total', { upstream: 'svc', mode: 'shadow' })).toBeGreaterThanOrEqual(1);
+    // Nothing was really ejected, so nothing really returned: the gauge never went below zero.
     expect(metricSum(m, 'sluice_outlier_ejections_total', { upstream: 'svc', mode: 'enforce' })).toBe(0);
     expect(metricSum(m, 'sluice_endpoints_ejected', { upstream: 'svc' })).toBe(0);
   });
