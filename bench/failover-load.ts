@@ -1,7 +1,7 @@
 // Open-loop fixed-rate generator for the failover benchmark: like bench/fixed-rate.ts (requests
 // scheduled at start + i/rate whatever happened to earlier ones, latency from the scheduled
-// time; one undici Pool, keep-alive, no pipelining) but it keeps every request's record so the
-// bench can cut the run into before / during / after-fault windows.
+// time; one undici Pool, keep-alive, no pipelining: bench/lib/open-loop.ts) but it keeps every
+// request's record so the bench can cut the run into before / during / after-fault windows.
 //
 //   node bench/failover-load.ts --url URL --rate 1500 --seconds 12 --out FILE \
 //     [--warmup-seconds 1] [--connections 512] [--host svc] [--drain-seconds 6]
@@ -14,7 +14,7 @@
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { Pool } from 'undici';
+import { loadArgs, loadSpec, openLoop } from './lib/open-loop.ts';
 
 export interface LoadRecord {
   start: number;
@@ -27,113 +27,31 @@ export interface LoadRecord {
 }
 
 const { values } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    rate: { type: 'string', default: '1500' },
-    seconds: { type: 'string', default: '12' },
-    'warmup-seconds': { type: 'string', default: '1' },
-    connections: { type: 'string', default: '512' },
-    host: { type: 'string' },
-    'drain-seconds': { type: 'string', default: '6' },
-    out: { type: 'string' },
-  },
+  options: { ...loadArgs({ rate: '1500', seconds: '12', connections: '512', drainSeconds: '6' }), out: { type: 'string' } },
   strict: true,
 });
 if (values.url === undefined || values.out === undefined) throw new Error('--url and --out are required');
-const url = new URL(values.url);
-const rate = Number(values.rate);
-const seconds = Number(values.seconds);
-const warmupSeconds = Number(values['warmup-seconds']);
-const connections = Number(values.connections);
-const drainMs = Number(values['drain-seconds']) * 1000;
+const spec = loadSpec({ ...values, url: values.url });
+const { drainMs } = spec;
 
-const pool = new Pool(url.origin, {
-  connections,
-  pipelining: 1,
-  keepAliveTimeout: 60_000,
-  headersTimeout: 0,
-  bodyTimeout: 0,
-});
-const headers: Record<string, string> = {};
-if (values.host !== undefined) headers['host'] = values.host;
-const dispatchOpts = { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers };
-
-const warmCount = Math.round(rate * warmupSeconds);
-const n = Math.round(rate * seconds);
-const total = warmCount + n;
-const intervalMs = 1000 / rate;
+const gen = openLoop({ ...spec, timeoutMs: 0 });
+const { warmCount, intervalMs } = gen;
+const n = gen.measuredCount;
 const epoch = (t: number): number => performance.timeOrigin + t;
 
 const end = new Float64Array(n).fill(Number.NaN);
 const status = new Int32Array(n).fill(-1);
-const lag = new Float64Array(n);
 let firstError: string | undefined;
-let outstanding = 0;
-let scheduleDone = false;
-let resolveDone: () => void = () => {};
-const allDone = new Promise<void>((r) => {
-  resolveDone = r;
-});
-
-const fire = (i: number, scheduledAt: number, t: number): void => {
-  const k = i - warmCount;
-  if (k >= 0) lag[k] = t - scheduledAt;
-  outstanding++;
-  let st = 0;
-  let finished = false;
-  const finish = (s: number, err?: Error): void => {
-    if (finished) return;
-    finished = true;
-    outstanding--;
-    if (k >= 0) {
-      end[k] = performance.now();
-      status[k] = s;
-    }
-    if (err !== undefined) firstError ??= `${err.name}: ${err.message}`;
-    if (scheduleDone && outstanding === 0) resolveDone();
-  };
-  pool.dispatch(dispatchOpts, {
-    onRequestStart() {},
-    onResponseStart(_c, statusCode) {
-      st = statusCode;
-    },
-    onResponseData() {},
-    onResponseEnd() {
-      finish(st);
-    },
-    onResponseError(_c, err) {
-      finish(0, err);
-    },
-  });
-};
 
 const start = performance.now() + 50;
 process.stdout.write(`start ${epoch(start + warmCount * intervalMs)}\n`);
-let next = 0;
-await new Promise<void>((resolve) => {
-  const pump = (): void => {
-    const t = performance.now();
-    while (next < total) {
-      const at = start + next * intervalMs;
-      if (at > t) break;
-      fire(next, at, t);
-      next++;
-    }
-    if (next < total) setImmediate(pump);
-    else resolve();
-  };
-  pump();
+const drained = await gen.run(start, drainMs, (k, _scheduledAt, st, err) => {
+  if (k >= 0) {
+    end[k] = performance.now();
+    status[k] = st ?? 0; // 0 = error
+  }
+  if (err !== undefined) firstError ??= `${err.name}: ${err.message}`;
 });
-scheduleDone = true;
-if (outstanding === 0) resolveDone();
-let timer: NodeJS.Timeout | undefined;
-const drained = await Promise.race([
-  allDone.then(() => true),
-  new Promise<boolean>((r) => {
-    timer = setTimeout(() => r(false), drainMs);
-  }),
-]);
-if (timer !== undefined) clearTimeout(timer);
 
 const tEnd = performance.now();
 const rec: LoadRecord = {
@@ -143,7 +61,7 @@ const rec: LoadRecord = {
   end: [],
   status: Array.from(status),
   firstError,
-  sendLagP99Ms: Float64Array.from(lag).sort()[Math.max(0, Math.ceil(0.99 * n) - 1)] ?? Number.NaN,
+  sendLagP99Ms: Float64Array.from(gen.sendLag).sort()[Math.max(0, Math.ceil(0.99 * n) - 1)] ?? Number.NaN,
 };
 for (let k = 0; k < n; k++) {
   rec.scheduled.push(epoch(start + (k + warmCount) * intervalMs));
@@ -152,6 +70,5 @@ for (let k = 0; k < n; k++) {
 }
 writeFileSync(values.out, JSON.stringify(rec));
 process.stdout.write('done\n');
-if (drained) await pool.close();
-else await pool.destroy();
+await gen.close(drained);
 process.exit(0);

@@ -8,28 +8,36 @@
 // again. Rows: sluice (default policy), nginx, haproxy, each x fault kind. Upstreams and proxy on
 // one core, load generator and this process on the other. Everything started here is stopped by
 // PID at the end, also on error or Ctrl-C.
-import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import http from 'node:http';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { LoadRecord } from './failover-load.ts';
-
-function envNum(name: string, dflt: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${JSON.stringify(v)}`);
-  return n;
-}
-
-const ROOT = path.resolve(import.meta.dirname, '..');
-const LOCAL_NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
-const NODE = existsSync(LOCAL_NODE) ? LOCAL_NODE : process.execPath;
-const SLUICE_MAIN = path.join(ROOT, 'dist', 'main.js');
+import type { BenchOutcome } from './lib/procs.ts';
+import {
+  NODE,
+  Proc,
+  ROOT,
+  checkPlatform,
+  envList,
+  envNum,
+  fmt,
+  freePort,
+  httpGet,
+  isAborting,
+  loadAverage,
+  makeTmpDir,
+  pinSelf,
+  pinned,
+  proxyVersions,
+  runMain,
+  sleep,
+  sluiceNodeFlags,
+  sluiceRevision,
+  versionOf,
+  waitFor,
+} from './lib/procs.ts';
+import { haproxyConf, nginxConf, sluicePolicy, startHaproxy, startNginx, startSluice, sluiceMissing, toolMissing } from './lib/proxies.ts';
 
 const P = {
   rate: envNum('BENCH_RATE', 1500),
@@ -41,10 +49,10 @@ const P = {
   drainSeconds: envNum('BENCH_DRAIN_SECONDS', 6),
   loadCpu: process.env['BENCH_LOAD_CPU'] ?? '0',
   serverCpu: process.env['BENCH_SERVER_CPU'] ?? '1',
-  rows: (process.env['BENCH_ROWS'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''),
-  faults: (process.env['BENCH_FAULTS'] ?? '503,hang').split(',').map((s) => s.trim()).filter((s) => s !== '') as Fault[],
+  rows: envList('BENCH_ROWS'),
+  faults: envList('BENCH_FAULTS', '503,hang') as Fault[],
   keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
-  sluiceNodeFlags: (process.env['BENCH_SLUICE_NODE_FLAGS'] ?? '--max-semi-space-size=8').split(/\s+/).filter((s) => s !== ''),
+  sluiceNodeFlags: sluiceNodeFlags(),
 };
 type Fault = '503' | 'hang';
 /** Index of the endpoint that goes bad. */
@@ -53,167 +61,11 @@ const BAD = 1;
 const NEVER_MS = 250;
 const BURST_MS = 100;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const nowEpoch = (): number => performance.timeOrigin + performance.now();
 
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    if (dir === '') continue;
-    try {
-      accessSync(path.join(dir, cmd), constants.X_OK);
-      return path.join(dir, cmd);
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = addr !== null && typeof addr === 'object' ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function httpGet(url: string, timeoutMs: number, host?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: timeoutMs, agent: false, headers: host === undefined ? {} : { host } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', () => resolve({ status: 0, body }));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve({ status: 0, body: '' }));
-  });
-}
-
-const firstLine = (s: string): string => s.split('\n').find((l) => l.trim() !== '')?.trim() ?? '';
-function fmt(n: number | undefined, digits = 2): string {
-  return n === undefined || !Number.isFinite(n) ? '—' : n.toFixed(digits);
-}
 const pct = (x: number): string => (Number.isFinite(x) ? `${(x * 100).toFixed(2)}%` : '—');
 
-// ---------------------------------------------------------------------------------------------
-// Processes we start, stopped by PID (SIGTERM, then SIGKILL after a bound), descendants included.
-
-const running = new Set<Proc>();
-let aborting = false;
-let tmpDir: string | undefined;
-
-function ppidOf(pid: number): number | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-function processTree(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const ent of readdirSync('/proc')) {
-    if (!/^\d+$/.test(ent)) continue;
-    const pp = ppidOf(Number(ent));
-    if (pp === undefined) continue;
-    children.set(pp, [...(children.get(pp) ?? []), Number(ent)]);
-  }
-  const out: number[] = [];
-  const queue = [root];
-  while (queue.length > 0) {
-    const pid = queue.shift() as number;
-    if (out.includes(pid)) continue;
-    out.push(pid);
-    queue.push(...(children.get(pid) ?? []));
-  }
-  return out;
-}
-
-class Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly pid: number;
-  stdout = '';
-  stderr = '';
-  exitCode: number | null = null;
-  exitSignal: NodeJS.Signals | null = null;
-  exited: Promise<void>;
-  constructor(name: string, cmd: string, args: string[]) {
-    if (aborting) throw new Error(`interrupted: not starting ${name}`);
-    this.name = name;
-    this.child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-    if (this.child.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
-    this.pid = this.child.pid;
-    const keep = (prev: string, c: Buffer): string => (prev + c.toString('utf8')).slice(-65536);
-    this.child.stdout?.on('data', (c: Buffer) => (this.stdout = keep(this.stdout, c)));
-    this.child.stderr?.on('data', (c: Buffer) => (this.stderr = keep(this.stderr, c)));
-    this.exited = new Promise((resolve) => {
-      this.child.on('exit', (code, signal) => {
-        this.exitCode = code;
-        this.exitSignal = signal;
-        resolve();
-      });
-      this.child.on('error', (err) => {
-        this.stderr += `\nspawn error: ${err.message}`;
-        this.exitCode ??= -1;
-        resolve();
-      });
-    });
-    running.add(this);
-    void this.exited.then(() => running.delete(this));
-  }
-  get alive(): boolean {
-    return this.exitCode === null && this.exitSignal === null;
-  }
-  async stop(graceMs = 3000): Promise<void> {
-    if (!this.alive) return;
-    const tree = processTree(this.pid);
-    const signal = (pids: number[], sig: NodeJS.Signals): void => {
-      for (const pid of pids) {
-        try {
-          process.kill(pid, sig);
-        } catch {
-          // already gone
-        }
-      }
-    };
-    signal(tree, 'SIGTERM');
-    const done = await Promise.race([this.exited.then(() => true), sleep(graceMs).then(() => false)]);
-    const survivors = tree.filter((pid) => pid !== this.pid && ppidOf(pid) !== undefined);
-    if (!done || survivors.length > 0) {
-      signal(done ? survivors : tree, 'SIGKILL');
-      await Promise.race([this.exited, sleep(2000)]);
-    }
-  }
-  describe(): string {
-    const status = this.alive ? 'running' : `exited code=${this.exitCode} signal=${this.exitSignal}`;
-    return `${this.name} (pid ${this.pid}, ${status})\n--- stderr tail ---\n${this.stderr.slice(-3000)}\n--- stdout tail ---\n${this.stdout.slice(-1000)}`;
-  }
-}
-
-async function stopAll(): Promise<void> {
-  await Promise.all([...running].reverse().map((p) => p.stop()));
-}
-
-async function waitFor(what: string, procs: Proc[], check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    for (const p of procs) if (!p.alive) throw new Error(`${what}: ${p.name} exited before it was ready\n${p.describe()}`);
-    if (await check()) return;
-    await sleep(100);
-  }
-  throw new Error(`${what}: not ready after ${timeoutMs} ms\n${procs.map((p) => p.describe()).join('\n')}`);
-}
-
-const serverCmd = (cmd: string, args: string[]): [string, string[]] => ['taskset', ['-c', P.serverCpu, cmd, ...args]];
+const serverCmd = (cmd: string, args: string[]): [string, string[]] => pinned(P.serverCpu, cmd, args);
 
 // ---------------------------------------------------------------------------------------------
 // Proxies under test. Each gets the three endpoint ports and returns the URL to load.
@@ -233,13 +85,13 @@ interface RowSpec {
 
 const HOST = 'svc';
 
-function nginxUpstream(eps: number[]): string {
-  return eps.map((p) => `    server 127.0.0.1:${p} max_fails=3 fail_timeout=2s;`).join('\n');
+function nginxUpstream(eps: number[]): string[] {
+  return eps.map((p) => `server 127.0.0.1:${p} max_fails=3 fail_timeout=2s;`);
 }
 const NGINX_DOC = `\`upstream svc { server … max_fails=3 fail_timeout=2s; ×3; keepalive 128; }\`, \`proxy_next_upstream error timeout http_503; proxy_next_upstream_tries 3; proxy_next_upstream_timeout 5s; proxy_connect_timeout 1s; proxy_read_timeout 2s; proxy_send_timeout 2s\`, HTTP/1.1 keep-alive to the upstreams, round robin (nginx open source: passive failure detection only)`;
 
-function haproxyServers(eps: number[]): string {
-  return eps.map((p, i) => `  server s${i} 127.0.0.1:${p}`).join('\n');
+function haproxyServers(eps: number[]): string[] {
+  return eps.map((p, i) => `server s${i} 127.0.0.1:${p}`);
 }
 const HAPROXY_DOC = `\`balance roundrobin\`, \`retries 3\`, \`option redispatch 1\`, \`retry-on all-retryable-errors\`, \`option httpchk GET /health\` + \`http-check expect status 200\`, \`default-server check inter 500 fall 2 rise 2 observe layer7 error-limit 10 on-error mark-down\`, \`timeout connect 1s\`, \`timeout server 2s\`, \`timeout check 1s\`, \`http-reuse always\`, \`nbthread 1\``;
 const SLUICE_DOC = `outbound listener, \`upstreams: [{name: svc, hosts: [svc], endpoints: [3 × 127.0.0.1:PORT]}]\`, everything else default (p2c-ewma, outlier detection \`enforce\`: 5 consecutive failures / success rate / latency, base ejection 1 s; retries: 3 attempts on 502/503/504 and connection errors with a 20% budget; timeouts connect 1 s, per try 5 s, request 15 s)`;
@@ -248,131 +100,65 @@ const ROWS: RowSpec[] = [
   {
     id: 'sluice',
     label: 'sluice',
-    skip: () => (existsSync(SLUICE_MAIN) ? undefined : 'dist/main.js not found: run `npm run build`'),
+    skip: sluiceMissing,
     start: async (tmp, eps) => {
       const admin = await freePort();
       const port = await freePort();
-      const policy = [
-        'apiVersion: sluice.dev/v1alpha1',
-        'kind: SidecarPolicy',
-        'metadata:',
-        '  name: failover',
-        'spec:',
-        '  admin:',
-        '    address: 127.0.0.1',
-        `    port: ${admin}`,
-        '  shutdown:',
-        '    graceMs: 1000',
-        '  inbound:',
-        '    listener: off',
-        '  outbound:',
-        '    listener:',
-        '      address: 127.0.0.1',
-        `      port: ${port}`,
-        '    unknownHosts: reject',
-        '    upstreams:',
-        '      - name: svc',
-        `        hosts: [${HOST}]`,
-        `        endpoints: [${eps.map((p) => `127.0.0.1:${p}`).join(', ')}]`,
-        '',
-      ].join('\n');
-      const file = path.join(tmp, 'sluice.yaml');
-      writeFileSync(file, policy);
-      const [cmd, args] = serverCmd(NODE, [...P.sluiceNodeFlags, SLUICE_MAIN, 'proxy', '--policy', file]);
-      const proc = new Proc('sluice', cmd, args);
-      await waitFor('sluice /readyz', [proc], async () => (await httpGet(`http://127.0.0.1:${admin}/readyz`, 1000)).status === 200, 20_000);
+      const policy = sluicePolicy({
+        name: 'failover',
+        adminPort: admin,
+        graceMs: 1000,
+        outbound: { port, upstream: 'svc', hosts: [HOST], endpoints: eps.map((p) => `127.0.0.1:${p}`) },
+      });
+      const proc = await startSluice(path.join(tmp, 'sluice.yaml'), policy, 'sluice', admin, P.serverCpu, undefined, P.sluiceNodeFlags);
       return { url: `http://127.0.0.1:${port}/`, proc, adminPort: admin };
     },
   },
   {
     id: 'nginx',
     label: 'nginx',
-    skip: () => (onPath('nginx') ? undefined : 'nginx not on PATH'),
+    skip: () => toolMissing('nginx'),
     start: async (tmp, eps) => {
       const dir = path.join(tmp, 'nginx');
-      mkdirSync(dir, { recursive: true });
       const port = await freePort();
-      const conf = `worker_processes 1;
-daemon off;
-master_process on;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 120s;
-  upstream svc {
-${nginxUpstream(eps)}
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://svc;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_next_upstream error timeout http_503;
-      proxy_next_upstream_tries 3;
-      proxy_next_upstream_timeout 5s;
-      proxy_connect_timeout 1s;
-      proxy_read_timeout 2s;
-      proxy_send_timeout 2s;
-    }
-  }
-}
-`;
-      writeFileSync(path.join(dir, 'nginx.conf'), conf);
-      const [cmd, args] = serverCmd(onPath('nginx') as string, ['-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`]);
-      const proc = new Proc('nginx', cmd, args);
-      await waitFor('nginx', [proc], async () => (await httpGet(`http://127.0.0.1:${port}/`, 1000, HOST)).status === 200);
+      const conf = nginxConf({
+        dir,
+        port,
+        errorLogLevel: 'crit',
+        upstream: 'svc',
+        servers: nginxUpstream(eps),
+        location: [
+          'proxy_next_upstream error timeout http_503;',
+          'proxy_next_upstream_tries 3;',
+          'proxy_next_upstream_timeout 5s;',
+          'proxy_connect_timeout 1s;',
+          'proxy_read_timeout 2s;',
+          'proxy_send_timeout 2s;',
+        ],
+      });
+      const proc = await startNginx(dir, conf, port, P.serverCpu, undefined, HOST);
       return { url: `http://127.0.0.1:${port}/`, proc };
     },
   },
   {
     id: 'haproxy',
     label: 'haproxy',
-    skip: () => (onPath('haproxy') ? undefined : 'haproxy not on PATH'),
+    skip: () => toolMissing('haproxy'),
     start: async (tmp, eps) => {
       const port = await freePort();
-      const conf = `global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 120s
-  timeout server 2s
-  timeout check 1s
-  timeout http-keep-alive 120s
-  option http-keep-alive
-  http-reuse always
-  retries 3
-  option redispatch 1
-  retry-on all-retryable-errors
-frontend fe
-  bind 127.0.0.1:${port}
-  default_backend be
-backend be
-  balance roundrobin
-  option httpchk GET /health
-  http-check expect status 200
-  default-server check inter 500 fall 2 rise 2 observe layer7 error-limit 10 on-error mark-down
-${haproxyServers(eps)}
-`;
-      const file = path.join(tmp, 'haproxy.cfg');
-      writeFileSync(file, conf);
-      const [cmd, args] = serverCmd(onPath('haproxy') as string, ['-db', '-f', file]);
-      const proc = new Proc('haproxy', cmd, args);
-      await waitFor('haproxy', [proc], async () => (await httpGet(`http://127.0.0.1:${port}/`, 1000, HOST)).status === 200);
+      const conf = haproxyConf({
+        port,
+        timeoutServer: '2s',
+        defaults: ['timeout check 1s', 'retries 3', 'option redispatch 1', 'retry-on all-retryable-errors'],
+        backend: [
+          'balance roundrobin',
+          'option httpchk GET /health',
+          'http-check expect status 200',
+          'default-server check inter 500 fall 2 rise 2 observe layer7 error-limit 10 on-error mark-down',
+          ...haproxyServers(eps),
+        ],
+      });
+      const proc = await startHaproxy(path.join(tmp, 'haproxy.cfg'), conf, port, P.serverCpu, undefined, HOST);
       return { url: `http://127.0.0.1:${port}/`, proc };
     },
   },
@@ -493,13 +279,13 @@ async function runOne(spec: RowSpec, fault: Fault, tmp: string, ctl: number, eps
     target = await spec.start(tmp, eps);
     const out = path.join(tmp, `load-${spec.id}-${fault}.json`);
     const seconds = P.healthySeconds + P.faultSeconds + P.recoverySeconds;
-    const args = [
-      '-c', P.loadCpu, NODE, path.join(ROOT, 'bench', 'failover-load.ts'),
+    const [loadCmd, args] = pinned(P.loadCpu, NODE, [
+      path.join(ROOT, 'bench', 'failover-load.ts'),
       '--url', target.url, '--rate', String(P.rate), '--seconds', String(seconds),
       '--warmup-seconds', String(P.warmupSeconds), '--connections', String(P.connections),
       '--host', HOST, '--drain-seconds', String(P.drainSeconds), '--out', out,
-    ];
-    const load = new Proc('failover-load', 'taskset', args);
+    ]);
+    const load = new Proc('failover-load', loadCmd, args);
     await waitFor('load generator start', [load], async () => /^start /m.test(load.stdout), 10_000);
     const start = Number(/^start ([\d.]+)/m.exec(load.stdout)?.[1]);
     const at = (ms: number, q: string): void => {
@@ -564,22 +350,14 @@ async function runOne(spec: RowSpec, fault: Fault, tmp: string, ctl: number, eps
 // ---------------------------------------------------------------------------------------------
 // Report
 
-function versionOf(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
-  return firstLine(`${r.stdout ?? ''}\n${r.stderr ?? ''}`) || 'unknown';
-}
-
 function header(): string {
   const cpus = os.cpus();
-  const git = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
-  const dirty = spawnSync('git', ['-C', ROOT, 'status', '--porcelain'], { encoding: 'utf8' });
-  const rev = git.status === 0 ? git.stdout.trim() : 'no commit';
   const total = P.healthySeconds + P.faultSeconds + P.recoverySeconds;
   return [
     '## sluice endpoint-failure benchmark',
     '',
-    `- date: ${new Date().toISOString()}; machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${os.type()} ${os.release()}, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
-    `- node: ${versionOf(NODE, ['--version'])}; sluice ${rev}${git.status === 0 && dirty.stdout.trim() !== '' ? ' + uncommitted changes' : ''}; nginx: ${onPath('nginx') ? versionOf('nginx', ['-v']).replace(/^nginx version: /, '') : 'not installed'}; haproxy: ${onPath('haproxy') ? versionOf('haproxy', ['-v']).replace(/ - https.*$/, '') : 'not installed'}`,
+    `- date: ${new Date().toISOString()}; machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${os.type()} ${os.release()}, load average at start ${loadAverage()}`,
+    `- node: ${versionOf(NODE, ['--version'])}; sluice ${sluiceRevision()}; ${proxyVersions()}`,
     `- pinning: load generator and this process on CPU ${P.loadCpu}; the three upstreams (one process) and the proxy on CPU ${P.serverCpu}`,
     `- upstreams: bench/failover-upstream.ts, 3 endpoints, 200 + 100-byte body; endpoint #${BAD} becomes faulty: **503** = answers 503 to everything, **hang** = accepts and reads the request, never answers (requests it hung stay hung); then answers normally again`,
     `- load: bench/failover-load.ts, open loop ${P.rate} req/s \`GET /\` \`Host: ${HOST}\`, up to ${P.connections} keep-alive connections, ${P.warmupSeconds}s unrecorded warm-up, then ${total}s recorded: ${P.healthySeconds}s healthy, ${P.faultSeconds}s fault, ${P.recoverySeconds}s recovered; latency from the scheduled send time; requests unanswered ${P.drainSeconds}s after the last send count as failures. A fresh proxy per row.`,
@@ -629,53 +407,26 @@ function table(rows: RunResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<number> {
-  if (os.platform() !== 'linux') throw new Error('the bench reads /proc and uses taskset: Linux only');
-  if (onPath('taskset') === undefined) throw new Error('taskset is not on PATH (util-linux)');
+async function main(): Promise<BenchOutcome> {
+  checkPlatform([P.loadCpu, P.serverCpu]);
   for (const f of P.faults) if (f !== '503' && f !== 'hang') throw new Error(`BENCH_FAULTS: unknown fault ${f}`);
-  spawnSync('taskset', ['-a', '-p', '-c', P.loadCpu, String(process.pid)], { stdio: 'ignore' });
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sluice-failover-'));
-  tmpDir = tmp;
+  pinSelf(P.loadCpu);
+  const tmp = makeTmpDir('sluice-failover-', P.keepTmp);
   const results: RunResult[] = [];
-  try {
-    const [cmd, args] = serverCmd(NODE, [path.join(ROOT, 'bench', 'failover-upstream.ts'), '3']);
-    const up = new Proc('upstreams', cmd, args);
-    await waitFor('upstreams', [up], async () => /^listening [\d ]+$/m.test(up.stdout), 10_000);
-    const ports = (/^listening ([\d ]+)$/m.exec(up.stdout)?.[1] ?? '').trim().split(' ').map(Number);
-    const ctl = ports[0] as number;
-    const eps = ports.slice(1);
-    for (const spec of ROWS.filter((r) => P.rows.length === 0 || P.rows.includes(r.id))) {
-      for (const fault of P.faults) {
-        if (aborting) throw new Error('interrupted');
-        results.push(await runOne(spec, fault, tmp, ctl, eps));
-        if (!up.alive) throw new Error(`upstreams died\n${up.describe()}`);
-      }
+  const [cmd, args] = serverCmd(NODE, [path.join(ROOT, 'bench', 'failover-upstream.ts'), '3']);
+  const up = new Proc('upstreams', cmd, args);
+  await waitFor('upstreams', [up], async () => /^listening [\d ]+$/m.test(up.stdout), 10_000);
+  const ports = (/^listening ([\d ]+)$/m.exec(up.stdout)?.[1] ?? '').trim().split(' ').map(Number);
+  const ctl = ports[0] as number;
+  const eps = ports.slice(1);
+  for (const spec of ROWS.filter((r) => P.rows.length === 0 || P.rows.includes(r.id))) {
+    for (const fault of P.faults) {
+      if (isAborting()) throw new Error('interrupted');
+      results.push(await runOne(spec, fault, tmp, ctl, eps));
+      if (!up.alive) throw new Error(`upstreams died\n${up.describe()}`);
     }
-  } finally {
-    await stopAll();
-    if (!P.keepTmp) rmSync(tmp, { recursive: true, force: true });
   }
-  process.stdout.write(`${header()}\n\n${table(results)}\n`);
-  return results.some((r) => r.error !== undefined) ? 1 : 0;
+  return { report: () => `${header()}\n\n${table(results)}`, failed: results.some((r) => r.error !== undefined) };
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (aborting) return;
-    aborting = true;
-    process.stderr.write(`[failover] ${sig}: stopping everything started here\n`);
-    void stopAll().finally(() => {
-      if (tmpDir !== undefined && !P.keepTmp) rmSync(tmpDir, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (err: unknown) => {
-    process.stderr.write(`failover: ${err instanceof Error ? err.message : String(err)}\n`);
-    await stopAll();
-    process.exit(1);
-  },
-);
+runMain('failover', main);

@@ -6,30 +6,43 @@
 // nginx and haproxy reverse proxies when installed. The load generator runs on one core, the
 // upstream and the proxy under test on the other. Everything started here is stopped by PID at
 // the end, also on error or Ctrl-C.
-import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, accessSync, constants } from 'node:fs';
-import { createServer } from 'node:net';
-import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import type { FixedRateResult } from './fixed-rate.ts';
+import type { BenchOutcome } from './lib/procs.ts';
+import {
+  NODE,
+  Proc,
+  ROOT,
+  checkPlatform,
+  envList,
+  envNum,
+  firstLine,
+  fmt,
+  freePort,
+  isAborting,
+  loadAverage,
+  makeTmpDir,
+  onPath,
+  pinSelf,
+  pinned,
+  processTree,
+  proxyVersions,
+  readStat,
+  runMain,
+  sleep,
+  sluiceNodeFlags,
+  sluiceRevision,
+  versionOf,
+  waitFor,
+} from './lib/procs.ts';
+import { haproxyConf, nginxConf, sluicePolicy, startHaproxy, startNginx, startSluice as startSluiceProc, sluiceMissing, toolMissing } from './lib/proxies.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Parameters
-
-function envNum(name: string, dflt: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got ${JSON.stringify(v)}`);
-  return n;
-}
-
-const ROOT = path.resolve(import.meta.dirname, '..');
-const LOCAL_NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
-const NODE = existsSync(LOCAL_NODE) ? LOCAL_NODE : process.execPath;
 
 const P = {
   satSeconds: envNum('BENCH_SECONDS', 5),
@@ -41,7 +54,7 @@ const P = {
   loadCpu: process.env['BENCH_LOAD_CPU'] ?? '0',
   serverCpu: process.env['BENCH_SERVER_CPU'] ?? '1',
   /** Comma-separated row ids to run (direct always runs: ratios need it). */
-  rows: (process.env['BENCH_ROWS'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''),
+  rows: envList('BENCH_ROWS'),
   keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
   /** Scheduling niceness for all bench processes (negative needs root): less noise from others. */
   nice: ((): number | undefined => {
@@ -53,15 +66,9 @@ const P = {
   })(),
   /** Before each row, wait up to this long for the bench CPUs to go idle (other people's work). */
   quietWaitSeconds: process.env['BENCH_QUIET_WAIT_SECONDS'] === '0' ? 0 : envNum('BENCH_QUIET_WAIT_SECONDS', 10),
-  /** Extra node flags for the sidecar processes, space-separated (e.g. --max-semi-space-size=16). */
-  // Default: the flags `npm start` and the image run sluice with.
-  sluiceNodeFlags: (process.env['BENCH_SLUICE_NODE_FLAGS'] ?? '--max-semi-space-size=8').split(/\s+/).filter((s) => s !== ''),
+  /** Extra node flags for the sidecar processes (BENCH_SLUICE_NODE_FLAGS). */
+  sluiceNodeFlags: sluiceNodeFlags(),
 };
-
-/** `nice -n N` prefix for everything the bench starts, when BENCH_NICE is set. */
-function niceArgs(): string[] {
-  return P.nice === undefined ? [] : ['nice', '-n', String(P.nice)];
-}
 
 const CLK_TCK = (() => {
   const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
@@ -72,205 +79,13 @@ const CLK_TCK = (() => {
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    if (dir === '') continue;
-    const p = path.join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = addr !== null && typeof addr === 'object' ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function httpGetStatus(url: string, timeoutMs: number): Promise<number> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', () => resolve(0));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(0));
-  });
-}
-
-function firstLine(s: string): string {
-  return s.split('\n').find((l) => l.trim() !== '')?.trim() ?? '';
-}
-
-function fmt(n: number | undefined, digits = 2): string {
-  if (n === undefined || !Number.isFinite(n)) return '—';
-  return n.toFixed(digits);
-}
-
 function fmtInt(n: number | undefined): string {
   if (n === undefined || !Number.isFinite(n)) return '—';
   return Math.round(n).toLocaleString('en-US');
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes we start: tracked here and stopped by PID (SIGTERM, then SIGKILL after a bound).
-
-const TAIL_BYTES = 64 * 1024;
-
-class Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly pid: number;
-  stdout = '';
-  stderr = '';
-  exitCode: number | null = null;
-  exitSignal: NodeJS.Signals | null = null;
-  exited: Promise<void>;
-
-  constructor(name: string, cmd: string, args: string[], opts: { cwd?: string } = {}) {
-    if (aborting) throw new Error(`interrupted: not starting ${name}`);
-    this.name = name;
-    this.child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-    if (this.child.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
-    this.pid = this.child.pid;
-    const keep = (prev: string, chunk: Buffer): string => {
-      const s = prev + chunk.toString('utf8');
-      return s.length > TAIL_BYTES ? s.slice(s.length - TAIL_BYTES) : s;
-    };
-    this.child.stdout?.on('data', (c: Buffer) => {
-      this.stdout = keep(this.stdout, c);
-    });
-    this.child.stderr?.on('data', (c: Buffer) => {
-      this.stderr = keep(this.stderr, c);
-    });
-    this.exited = new Promise((resolve) => {
-      this.child.on('exit', (code, signal) => {
-        this.exitCode = code;
-        this.exitSignal = signal;
-        resolve();
-      });
-      this.child.on('error', (err) => {
-        this.stderr += `\nspawn error: ${err.message}`;
-        this.exitCode ??= -1;
-        resolve();
-      });
-    });
-    running.add(this);
-    void this.exited.then(() => running.delete(this));
-  }
-
-  get alive(): boolean {
-    return this.exitCode === null && this.exitSignal === null;
-  }
-
-  /**
-   * SIGTERM, wait up to graceMs, then SIGKILL; by PID only: this process and the descendants it
-   * started (taken before signalling, so a wrapper's child is not orphaned and left running).
-   */
-  async stop(graceMs = 3000): Promise<void> {
-    if (!this.alive) return;
-    const tree = processTree([this.pid]);
-    const signal = (pids: number[], sig: NodeJS.Signals): void => {
-      for (const pid of pids) {
-        try {
-          process.kill(pid, sig);
-        } catch {
-          // already gone
-        }
-      }
-    };
-    signal(tree, 'SIGTERM');
-    const done = await Promise.race([this.exited.then(() => true), sleep(graceMs).then(() => false)]);
-    const survivors = tree.filter((pid) => pid !== this.pid && readStat(pid) !== undefined);
-    if (!done || survivors.length > 0) {
-      signal(done ? survivors : tree, 'SIGKILL');
-      await Promise.race([this.exited, sleep(2000)]);
-    }
-  }
-
-  describe(): string {
-    const status = this.alive ? 'running' : `exited code=${this.exitCode} signal=${this.exitSignal}`;
-    return `${this.name} (pid ${this.pid}, ${status})\n--- stderr tail ---\n${this.stderr.slice(-4000)}\n--- stdout tail ---\n${this.stdout.slice(-2000)}`;
-  }
-}
-
-const running = new Set<Proc>();
-/** Set on SIGINT/SIGTERM: nothing new starts, rows stop, everything running is stopped. */
-let aborting = false;
-let tmpDir: string | undefined;
-
-async function stopAll(): Promise<void> {
-  await Promise.all([...running].reverse().map((p) => p.stop()));
-}
-
-/** Waits for `check` to pass, failing early if `proc` exits; throws with its output on timeout. */
-async function waitFor(what: string, procs: Proc[], check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    for (const p of procs) {
-      if (!p.alive) throw new Error(`${what}: ${p.name} exited before it was ready\n${p.describe()}`);
-    }
-    if (await check()) return;
-    await sleep(100);
-  }
-  throw new Error(`${what}: not ready after ${timeoutMs} ms\n${procs.map((p) => p.describe()).join('\n')}`);
-}
-
-// ---------------------------------------------------------------------------------------------
 // /proc accounting
-
-interface ProcStat {
-  ppid: number;
-  ticks: number; // utime + stime
-}
-
-function readStat(pid: number): ProcStat | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised comm (which may contain spaces): state ppid ... utime(14) stime(15)
-    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(rest[1]), ticks: Number(rest[11]) + Number(rest[12]) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** The given PIDs and all their live descendants (nginx workers, and so on). */
-function processTree(roots: readonly number[]): number[] {
-  const children = new Map<number, number[]>();
-  for (const ent of readdirSync('/proc')) {
-    if (!/^\d+$/.test(ent)) continue;
-    const st = readStat(Number(ent));
-    if (st === undefined) continue;
-    const list = children.get(st.ppid) ?? [];
-    list.push(Number(ent));
-    children.set(st.ppid, list);
-  }
-  const out: number[] = [];
-  const queue = [...roots];
-  while (queue.length > 0) {
-    const pid = queue.shift() as number;
-    if (out.includes(pid)) continue;
-    out.push(pid);
-    queue.push(...(children.get(pid) ?? []));
-  }
-  return out;
-}
 
 /** CPU ticks per PID for the tree under `roots`. */
 function treeTicks(roots: readonly number[]): Map<number, number> {
@@ -323,7 +138,8 @@ interface LoadRun {
 const WRAP = '"$@"; rc=$?; read -r s < /proc/$$/stat; echo "SLUICE_BENCH_STAT $s" >&2; exit $rc';
 
 async function runLoad(name: string, argv: string[], timeoutMs: number): Promise<LoadRun> {
-  const p = new Proc(name, 'taskset', ['-c', P.loadCpu, ...niceArgs(), 'sh', '-c', WRAP, 'sh', ...argv]);
+  const [cmd, args] = pinned(P.loadCpu, 'sh', ['-c', WRAP, 'sh', ...argv], P.nice);
+  const p = new Proc(name, cmd, args);
   const timedOut = await Promise.race([p.exited.then(() => false), sleep(timeoutMs).then(() => true)]);
   if (timedOut) {
     await p.stop(1000);
@@ -442,7 +258,7 @@ interface RowSpec {
 }
 
 function serverCmd(cmd: string, args: string[]): [string, string[]] {
-  return ['taskset', ['-c', P.serverCpu, ...niceArgs(), cmd, ...args]];
+  return pinned(P.serverCpu, cmd, args, P.nice);
 }
 
 async function startUpstream(): Promise<{ proc: Proc; port: number }> {
@@ -453,71 +269,25 @@ async function startUpstream(): Promise<{ proc: Proc; port: number }> {
   return { proc, port };
 }
 
-function sluicePolicy(
+/** Policy for one bench sidecar: outbound to upstream `bench` (Host: bench), or inbound to the app. */
+function benchPolicy(
   name: string,
   adminPort: number,
   outbound: { port: number; endpoint: string } | undefined,
   inbound: { port: number; appPort: number } | undefined,
 ): string {
-  const lines = [
-    'apiVersion: sluice.dev/v1alpha1',
-    'kind: SidecarPolicy',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  admin:',
-    '    address: 127.0.0.1',
-    `    port: ${adminPort}`,
-    '  shutdown:',
-    '    graceMs: 2000',
-    '  inbound:',
-  ];
-  if (inbound === undefined) {
-    lines.push('    listener: off');
-  } else {
-    lines.push(
-      '    listener:',
-      '      address: 127.0.0.1',
-      `      port: ${inbound.port}`,
-      '    app:',
-      '      address: 127.0.0.1',
-      `      port: ${inbound.appPort}`,
-    );
-  }
-  lines.push('  outbound:');
-  if (outbound === undefined) {
-    lines.push('    listener: off');
-  } else {
-    lines.push(
-      '    listener:',
-      '      address: 127.0.0.1',
-      `      port: ${outbound.port}`,
-      '    unknownHosts: reject',
-      '    upstreams:',
-      '      - name: bench',
-      '        hosts: [bench]',
-      `        endpoints: [${outbound.endpoint}]`,
-    );
-  }
-  return lines.join('\n') + '\n';
+  return sluicePolicy({
+    name,
+    adminPort,
+    graceMs: 2000,
+    ...(outbound === undefined ? {} : { outbound: { port: outbound.port, upstream: 'bench', hosts: ['bench'], endpoints: [outbound.endpoint] } }),
+    ...(inbound === undefined ? {} : { inbound }),
+  });
 }
 
 async function startSluice(tmp: string, name: string, policy: string, adminPort: number): Promise<Proc> {
-  const file = path.join(tmp, `${name}.yaml`);
-  writeFileSync(file, policy);
-  const [cmd, args] = serverCmd(NODE, [...P.sluiceNodeFlags, SLUICE_MAIN, 'proxy', '--policy', file]);
-  const proc = new Proc(name, cmd, args);
-  await waitFor(
-    `${name} /readyz`,
-    [proc],
-    async () => (await httpGetStatus(`http://127.0.0.1:${adminPort}/readyz`, 1000)) === 200,
-    20_000,
-  );
-  return proc;
+  return startSluiceProc(path.join(tmp, `${name}.yaml`), policy, name, adminPort, P.serverCpu, P.nice, P.sluiceNodeFlags);
 }
-
-// The compiled build, as production runs it (`npm run bench` builds it first).
-const SLUICE_MAIN = path.join(ROOT, 'dist', 'main.js');
 
 const ROWS: RowSpec[] = [
   {
@@ -529,11 +299,11 @@ const ROWS: RowSpec[] = [
   {
     id: 'sluice-outbound',
     label: 'sluice outbound',
-    skip: () => (existsSync(SLUICE_MAIN) ? undefined : 'dist/main.js not found: run `npm run build`'),
+    skip: sluiceMissing,
     start: async (tmp, upstreamPort) => {
       const admin = await freePort();
       const out = await freePort();
-      const policy = sluicePolicy('bench-a', admin, { port: out, endpoint: `127.0.0.1:${upstreamPort}` }, undefined);
+      const policy = benchPolicy('bench-a', admin, { port: out, endpoint: `127.0.0.1:${upstreamPort}` }, undefined);
       const a = await startSluice(tmp, 'sluice-a', policy, admin);
       return { url: `http://127.0.0.1:${out}/`, procs: [a] };
     },
@@ -541,14 +311,14 @@ const ROWS: RowSpec[] = [
   {
     id: 'sluice-mesh',
     label: 'sluice outbound→inbound',
-    skip: () => (existsSync(SLUICE_MAIN) ? undefined : 'dist/main.js not found: run `npm run build`'),
+    skip: sluiceMissing,
     start: async (tmp, upstreamPort) => {
       const adminB = await freePort();
       const inB = await freePort();
       const b = await startSluice(
         tmp,
         'sluice-b',
-        sluicePolicy('bench-b', adminB, undefined, { port: inB, appPort: upstreamPort }),
+        benchPolicy('bench-b', adminB, undefined, { port: inB, appPort: upstreamPort }),
         adminB,
       );
       const adminA = await freePort();
@@ -556,7 +326,7 @@ const ROWS: RowSpec[] = [
       const a = await startSluice(
         tmp,
         'sluice-a',
-        sluicePolicy('bench-a', adminA, { port: outA, endpoint: `127.0.0.1:${inB}` }, undefined),
+        benchPolicy('bench-a', adminA, { port: outA, endpoint: `127.0.0.1:${inB}` }, undefined),
         adminA,
       );
       return { url: `http://127.0.0.1:${outA}/`, procs: [a, b], rssNote: 'sum of A and B' };
@@ -565,78 +335,23 @@ const ROWS: RowSpec[] = [
   {
     id: 'nginx',
     label: 'nginx',
-    skip: () => (onPath('nginx') ? undefined : 'nginx not on PATH'),
+    skip: () => toolMissing('nginx'),
     start: async (tmp, upstreamPort) => {
       const dir = path.join(tmp, 'nginx');
       const port = await freePort();
-      const conf = `worker_processes 1;
-daemon off;
-master_process on;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 120s;
-  upstream bench {
-    server 127.0.0.1:${upstreamPort};
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://bench;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-    }
-  }
-}
-`;
-      spawnSync('mkdir', ['-p', dir]);
-      writeFileSync(path.join(dir, 'nginx.conf'), conf);
-      const [cmd, args] = serverCmd(onPath('nginx') as string, ['-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`]);
-      const proc = new Proc('nginx', cmd, args);
-      await waitFor('nginx', [proc], async () => (await httpGetStatus(`http://127.0.0.1:${port}/`, 1000)) === 200);
+      const conf = nginxConf({ dir, port, errorLogLevel: 'warn', upstream: 'bench', servers: [`server 127.0.0.1:${upstreamPort};`] });
+      const proc = await startNginx(dir, conf, port, P.serverCpu, P.nice);
       return { url: `http://127.0.0.1:${port}/`, procs: [proc], rssNote: 'sum of master and worker' };
     },
   },
   {
     id: 'haproxy',
     label: 'haproxy',
-    skip: () => (onPath('haproxy') ? undefined : 'haproxy not on PATH'),
+    skip: () => toolMissing('haproxy'),
     start: async (tmp, upstreamPort) => {
       const port = await freePort();
-      const conf = `global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 120s
-  timeout server 120s
-  timeout http-keep-alive 120s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:${port}
-  default_backend be
-backend be
-  server s1 127.0.0.1:${upstreamPort}
-`;
-      const file = path.join(tmp, 'haproxy.cfg');
-      writeFileSync(file, conf);
-      const [cmd, args] = serverCmd(onPath('haproxy') as string, ['-db', '-f', file]);
-      const proc = new Proc('haproxy', cmd, args);
-      await waitFor('haproxy', [proc], async () => (await httpGetStatus(`http://127.0.0.1:${port}/`, 1000)) === 200);
+      const conf = haproxyConf({ port, timeoutServer: '120s', backend: [`server s1 127.0.0.1:${upstreamPort}`] });
+      const proc = await startHaproxy(path.join(tmp, 'haproxy.cfg'), conf, port, P.serverCpu, P.nice);
       return { url: `http://127.0.0.1:${port}/`, procs: [proc] };
     },
   },
@@ -678,7 +393,7 @@ async function waitQuiet(): Promise<number | undefined> {
     let busy = 0;
     for (const cpu of [P.loadCpu, P.serverCpu]) busy += (b1.get(cpu) ?? 0) - (b0.get(cpu) ?? 0);
     if (busy / CLK_TCK < 0.05) return (Date.now() - t0) / 1000;
-  } while (Date.now() < deadline && !aborting);
+  } while (Date.now() < deadline && !isAborting());
   return undefined;
 }
 
@@ -784,23 +499,15 @@ async function runRow(spec: RowSpec, tmp: string, upstream: Proc, upstreamPort: 
 // ---------------------------------------------------------------------------------------------
 // Report
 
-function versionOf(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
-  return firstLine(`${r.stdout ?? ''}\n${r.stderr ?? ''}`) || 'unknown';
-}
-
 function header(): string {
   const cpus = os.cpus();
-  const git = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
-  const dirty = spawnSync('git', ['-C', ROOT, 'status', '--porcelain'], { encoding: 'utf8' });
-  const rev = git.status === 0 ? git.stdout.trim() : 'no commit';
   const lines = [
     '## sluice overhead benchmark',
     '',
     `- date: ${new Date().toISOString()}`,
-    `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB RAM, ${os.type()} ${os.release()}, load average at start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
-    `- node: ${versionOf(NODE, ['--version'])} (${NODE}); sluice ${rev}${git.status === 0 && dirty.stdout.trim() !== '' ? ' + uncommitted changes' : ''}`,
-    `- tools: ${versionOf('wrk', ['-v'])}; nginx: ${onPath('nginx') ? versionOf('nginx', ['-v']).replace(/^nginx version: /, '') : 'not installed'}; haproxy: ${onPath('haproxy') ? versionOf('haproxy', ['-v']).replace(/ - https.*$/, '') : 'not installed'}`,
+    `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB RAM, ${os.type()} ${os.release()}, load average at start ${loadAverage()}`,
+    `- node: ${versionOf(NODE, ['--version'])} (${NODE}); sluice ${sluiceRevision()}`,
+    `- tools: ${versionOf('wrk', ['-v'])}; ${proxyVersions()}`,
     `- sluice: \`node ${[...P.sluiceNodeFlags, 'dist/main.js'].join(' ')} proxy --policy <generated>\` (BENCH_SLUICE_NODE_FLAGS), default log level; outbound upstream \`bench\` with default timeouts/retries, \`unknownHosts: reject\``,
     `- before each measured phase the bench waits up to ${P.quietWaitSeconds}s for both CPUs to be idle (BENCH_QUIET_WAIT_SECONDS; 0 = don't wait)`,
     `- pinning: load generator on CPU ${P.loadCpu}; upstream and proxies on CPU ${P.serverCpu} (taskset)${P.nice === undefined ? '' : `; all bench processes at nice ${P.nice} (BENCH_NICE) to keep other work on the machine from interfering`}`,
@@ -882,58 +589,27 @@ function table(rows: RowResult[]): string {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<number> {
-  if (os.platform() !== 'linux') throw new Error('the bench reads /proc and uses taskset: Linux only');
-  for (const tool of ['wrk', 'taskset']) {
-    if (onPath(tool) === undefined) throw new Error(`${tool} is not on PATH (apt-get install ${tool === 'wrk' ? 'wrk' : 'util-linux'})`);
-  }
-  const ncpu = os.cpus().length;
-  for (const c of [P.loadCpu, P.serverCpu]) {
-    if (!/^\d+$/.test(c) || Number(c) >= ncpu) throw new Error(`CPU ${c} does not exist on this ${ncpu}-CPU machine`);
-  }
+async function main(): Promise<BenchOutcome> {
+  checkPlatform([P.loadCpu, P.serverCpu]);
+  if (onPath('wrk') === undefined) throw new Error('wrk is not on PATH (apt-get install wrk)');
   // This process coordinates and samples; keep it off the server core.
-  spawnSync('taskset', ['-a', '-p', '-c', P.loadCpu, String(process.pid)], { stdio: 'ignore' });
+  pinSelf(P.loadCpu);
   if (P.nice !== undefined) {
     const r = spawnSync('nice', ['-n', String(P.nice), 'true'], { encoding: 'utf8' });
     if (r.status !== 0 || /cannot set niceness/i.test(r.stderr)) throw new Error(`BENCH_NICE=${P.nice}: not permitted here (${firstLine(r.stderr)})`);
   }
 
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-'));
-  tmpDir = tmp;
+  const tmp = makeTmpDir('sluice-bench-', P.keepTmp);
   const results: RowResult[] = [];
-  try {
-    const { proc: upstream, port: upstreamPort } = await startUpstream();
-    const selected = ROWS.filter((r) => r.id === 'direct' || P.rows.length === 0 || P.rows.includes(r.id));
-    for (const spec of selected) {
-      if (aborting) throw new Error('interrupted');
-      results.push(await runRow(spec, tmp, upstream, upstreamPort));
-      if (!upstream.alive) throw new Error(`upstream died\n${upstream.describe()}`);
-    }
-  } finally {
-    await stopAll();
-    if (!P.keepTmp) rmSync(tmp, { recursive: true, force: true });
+  const { proc: upstream, port: upstreamPort } = await startUpstream();
+  const selected = ROWS.filter((r) => r.id === 'direct' || P.rows.length === 0 || P.rows.includes(r.id));
+  for (const spec of selected) {
+    if (isAborting()) throw new Error('interrupted');
+    results.push(await runRow(spec, tmp, upstream, upstreamPort));
+    if (!upstream.alive) throw new Error(`upstream died\n${upstream.describe()}`);
   }
-  process.stdout.write(`${header()}\n\n${table(results)}\n`);
-  return results.some((r) => r.error !== undefined) ? 1 : 0;
+  // The report (git, tool versions) is written after runMain has stopped everything.
+  return { report: () => `${header()}\n\n${table(results)}`, failed: results.some((r) => r.error !== undefined) };
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    if (aborting) return;
-    aborting = true;
-    process.stderr.write(`[bench] ${sig}: stopping everything started here\n`);
-    void stopAll().finally(() => {
-      if (tmpDir !== undefined && !P.keepTmp) rmSync(tmpDir, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    await stopAll();
-    process.exit(1);
-  },
-);
+runMain('bench', main);

@@ -1,0 +1,187 @@
+// The proxies under test in the benchmarks (bench/run.ts, bench/failover.ts): sluice policy,
+// nginx and haproxy configs, and starting each pinned and waiting until it answers. The configs
+// share a base (keep-alive to the upstreams, one worker/thread, quiet logs); each bench adds its
+// own upstream list and failure-handling directives.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { NODE, Proc, SLUICE_MAIN, httpGet, onPath, pinned, waitFor } from './procs.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Skip reasons: undefined when the proxy can run here.
+
+export const sluiceMissing = (): string | undefined => (existsSync(SLUICE_MAIN) ? undefined : 'dist/main.js not found: run `npm run build`');
+export const toolMissing = (tool: string): string | undefined => (onPath(tool) ? undefined : `${tool} not on PATH`);
+
+// ---------------------------------------------------------------------------------------------
+// Configs
+
+export interface SluicePolicySpec {
+  name: string;
+  adminPort: number;
+  graceMs: number;
+  /** Outbound listener with one upstream; off when undefined. */
+  outbound?: { port: number; upstream: string; hosts: string[]; endpoints: string[] };
+  /** Inbound listener in front of the app; off when undefined. */
+  inbound?: { port: number; appPort: number };
+}
+
+export function sluicePolicy(spec: SluicePolicySpec): string {
+  const lines = [
+    'apiVersion: sluice.dev/v1alpha1',
+    'kind: SidecarPolicy',
+    'metadata:',
+    `  name: ${spec.name}`,
+    'spec:',
+    '  admin:',
+    '    address: 127.0.0.1',
+    `    port: ${spec.adminPort}`,
+    '  shutdown:',
+    `    graceMs: ${spec.graceMs}`,
+    '  inbound:',
+  ];
+  const { inbound, outbound } = spec;
+  if (inbound === undefined) {
+    lines.push('    listener: off');
+  } else {
+    lines.push(
+      '    listener:',
+      '      address: 127.0.0.1',
+      `      port: ${inbound.port}`,
+      '    app:',
+      '      address: 127.0.0.1',
+      `      port: ${inbound.appPort}`,
+    );
+  }
+  lines.push('  outbound:');
+  if (outbound === undefined) {
+    lines.push('    listener: off');
+  } else {
+    lines.push(
+      '    listener:',
+      '      address: 127.0.0.1',
+      `      port: ${outbound.port}`,
+      '    unknownHosts: reject',
+      '    upstreams:',
+      `      - name: ${outbound.upstream}`,
+      `        hosts: [${outbound.hosts.join(', ')}]`,
+      `        endpoints: [${outbound.endpoints.join(', ')}]`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+export interface NginxSpec {
+  /** Prefix directory: pid, logs and temp paths go here. */
+  dir: string;
+  port: number;
+  errorLogLevel: string;
+  upstream: string;
+  /** `server ...;` lines of the upstream block, without indentation. */
+  servers: string[];
+  /** Extra directives for `location /`, after the keep-alive ones. */
+  location?: string[];
+}
+
+export function nginxConf(c: NginxSpec): string {
+  const { dir } = c;
+  const servers = c.servers.map((l) => `    ${l}\n`).join('');
+  const location = (c.location ?? []).map((l) => `      ${l}\n`).join('');
+  return `worker_processes 1;
+daemon off;
+master_process on;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log ${c.errorLogLevel};
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream ${c.upstream} {
+${servers}    keepalive 128;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+  }
+  server {
+    listen 127.0.0.1:${c.port};
+    location / {
+      proxy_pass http://${c.upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+${location}    }
+  }
+}
+`;
+}
+
+export interface HaproxySpec {
+  port: number;
+  timeoutServer: string;
+  /** Extra `defaults` lines, without indentation. */
+  defaults?: string[];
+  /** `backend be` lines (balance, checks, servers), without indentation. */
+  backend: string[];
+}
+
+export function haproxyConf(c: HaproxySpec): string {
+  const indent = (ls: string[]): string => ls.map((l) => `  ${l}\n`).join('');
+  return `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 120s
+  timeout server ${c.timeoutServer}
+  timeout http-keep-alive 120s
+  option http-keep-alive
+  http-reuse always
+${indent(c.defaults ?? [])}frontend fe
+  bind 127.0.0.1:${c.port}
+  default_backend be
+backend be
+${indent(c.backend)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch: write the config, start pinned to the server core, wait until it answers.
+
+export async function startNginx(dir: string, conf: string, port: number, serverCpu: string, nice: number | undefined, host?: string): Promise<Proc> {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'nginx.conf'), conf);
+  const [cmd, args] = pinned(serverCpu, onPath('nginx') as string, ['-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`], nice);
+  const proc = new Proc('nginx', cmd, args);
+  await waitFor('nginx', [proc], async () => (await httpGet(`http://127.0.0.1:${port}/`, 1000, host)).status === 200);
+  return proc;
+}
+
+export async function startHaproxy(file: string, conf: string, port: number, serverCpu: string, nice: number | undefined, host?: string): Promise<Proc> {
+  writeFileSync(file, conf);
+  const [cmd, args] = pinned(serverCpu, onPath('haproxy') as string, ['-db', '-f', file], nice);
+  const proc = new Proc('haproxy', cmd, args);
+  await waitFor('haproxy', [proc], async () => (await httpGet(`http://127.0.0.1:${port}/`, 1000, host)).status === 200);
+  return proc;
+}
+
+/** Writes `policy` to `file`, starts `node [flags] dist/main.js proxy --policy FILE` pinned, and waits for its /readyz. */
+export async function startSluice(
+  file: string,
+  policy: string,
+  name: string,
+  adminPort: number,
+  serverCpu: string,
+  nice: number | undefined,
+  nodeFlags: string[],
+): Promise<Proc> {
+  writeFileSync(file, policy);
+  const [cmd, args] = pinned(serverCpu, NODE, [...nodeFlags, SLUICE_MAIN, 'proxy', '--policy', file], nice);
+  const proc = new Proc(name, cmd, args);
+  await waitFor(`${name} /readyz`, [proc], async () => (await httpGet(`http://127.0.0.1:${adminPort}/readyz`, 1000)).status === 200, 20_000);
+  return proc;
+}
+
