@@ -21,11 +21,7 @@ export async function startRawUpstream(onConnection: (socket: Socket, n: number)
     socket.on('error', () => {});
     onConnection(socket, connections);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(server);
   return {
     port,
     endpoint: `127.0.0.1:${port}`,
@@ -48,4 +44,13 @@ export async function deadPort(): Promise<number> {
   const port = (server.address() as AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** Binds a test server to a free loopback port. */
+export async function listenLocal(server: NetServer): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  return (server.address() as AddressInfo).port;
 }

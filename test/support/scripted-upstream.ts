@@ -3,9 +3,10 @@
 // sees (and whether the request was closed under it), and `close()` tears down everything it
 // opened, including hung exchanges, so no test leaks a socket or a timer.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { ByteTally, patternChunk } from './pattern.ts';
 import type { RecordedRequest, ReplyStep, Script, Step } from './steps.ts';
+import { listenLocal } from './raw-upstream.ts';
 
 export type * from './steps.ts';
 
@@ -304,11 +305,7 @@ export async function startScriptedUpstream(script: Script = [], options: Script
     return closing;
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLocal(server);
 
   return {
     port,
