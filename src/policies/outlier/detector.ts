@@ -18,6 +18,7 @@
 //   enforce would produce) but eligible() stays all true.
 import type { OutlierDetectionPolicy } from '../../policy/types.ts';
 import type { Clock } from '../../stack/types.ts';
+import { SlidingCounts } from '../sliding-counts.ts';
 
 /** Same shape as the parsed config (one definition, so the two cannot drift). */
 export type OutlierPolicy = OutlierDetectionPolicy;
@@ -123,14 +124,8 @@ export class OutlierDetector {
   #nextReturnMs = Infinity;
   #returned: number[] = [];
 
-  // Success-rate window: SUCCESS_RATE_BUCKETS buckets per endpoint, endpoint-major. One shared head:
-  // all endpoints slide together.
-  readonly #bucketMs: number;
-  readonly #requests: Float64Array;
-  readonly #failures: Float64Array;
-  readonly #requestSum: Float64Array;
-  readonly #failureSum: Float64Array;
-  #head: number;
+  /** Success-rate window, when on: series i = endpoint i's tries, n + i = its failures. */
+  readonly #window: SlidingCounts | undefined;
 
   /** Scratch for the median of peers' latencies (quickselect in place, no allocation). */
   readonly #scratch: Float64Array;
@@ -153,12 +148,10 @@ export class OutlierDetector {
     this.#watched = new Uint8Array(n);
     this.#latencyMs = new Float64Array(n);
     this.#samples = new Float64Array(n);
-    this.#bucketMs = (policy.successRate?.windowMs ?? 1) / SUCCESS_RATE_BUCKETS;
-    this.#requests = new Float64Array(policy.successRate ? n * SUCCESS_RATE_BUCKETS : 0);
-    this.#failures = new Float64Array(this.#requests.length);
-    this.#requestSum = new Float64Array(n);
-    this.#failureSum = new Float64Array(n);
-    this.#head = Math.floor(clock.now() / this.#bucketMs);
+    this.#window =
+      policy.successRate === undefined
+        ? undefined
+        : new SlidingCounts(2 * n, SUCCESS_RATE_BUCKETS, policy.successRate.windowMs, clock.now());
     this.#scratch = new Float64Array(n);
   }
 
@@ -184,15 +177,9 @@ export class OutlierDetector {
     this.#streak[i] = failed ? this.#streak[i]! + 1 : 0;
     const onProbation = this.#watched[i] === 1;
     if (!failed) this.#watched[i] = 0;
-    if (p.successRate !== undefined) {
-      this.#rotate(now);
-      const slot = i * SUCCESS_RATE_BUCKETS + this.#slot(this.#head);
-      this.#requests[slot]! += 1;
-      this.#requestSum[i]! += 1;
-      if (failed) {
-        this.#failures[slot]! += 1;
-        this.#failureSum[i]! += 1;
-      }
+    if (this.#window !== undefined) {
+      this.#window.add(i, 1, now);
+      if (failed) this.#window.add(this.#n + i, 1, now);
     }
     if (latencyMs >= 0 && Number.isFinite(latencyMs)) {
       const k = (this.#samples[i]! += 1);
@@ -238,9 +225,10 @@ export class OutlierDetector {
     const p = this.#policy;
     if (p.consecutiveFailures > 0 && this.#streak[i]! >= p.consecutiveFailures) return 'consecutive_failures';
     const sr = p.successRate;
-    if (sr !== undefined) {
-      const requests = this.#requestSum[i]!;
-      if (requests >= sr.minRequests && (requests - this.#failureSum[i]!) / requests < sr.minSuccessRate) {
+    if (sr !== undefined && this.#window !== undefined) {
+      const now = this.#clock.now();
+      const requests = this.#window.sum(i, now);
+      if (requests >= sr.minRequests && (requests - this.#window.sum(this.#n + i, now)) / requests < sr.minSuccessRate) {
         return 'success_rate';
       }
     }
@@ -311,45 +299,11 @@ export class OutlierDetector {
       this.#watched[i] = 1;
       this.#latencyMs[i] = 0;
       this.#samples[i] = 0;
-      if (this.#policy.successRate !== undefined) {
-        this.#requests.fill(0, i * SUCCESS_RATE_BUCKETS, (i + 1) * SUCCESS_RATE_BUCKETS);
-        this.#failures.fill(0, i * SUCCESS_RATE_BUCKETS, (i + 1) * SUCCESS_RATE_BUCKETS);
-        this.#requestSum[i] = 0;
-        this.#failureSum[i] = 0;
-      }
+      this.#window?.clear(i);
+      this.#window?.clear(this.#n + i);
       this.#returned.push(i);
     }
     this.#nextReturnMs = next;
-  }
-
-  #slot(bucket: number): number {
-    return ((bucket % SUCCESS_RATE_BUCKETS) + SUCCESS_RATE_BUCKETS) % SUCCESS_RATE_BUCKETS;
-  }
-
-  /** Zero the buckets that slid out of the window since the last call (lazily: no timers). */
-  #rotate(now: number): void {
-    const bucket = Math.floor(now / this.#bucketMs);
-    const gap = bucket - this.#head;
-    // Same bucket, or the clock went backwards: keep counting into the newest bucket.
-    if (!(gap > 0)) return;
-    if (gap >= SUCCESS_RATE_BUCKETS) {
-      this.#requests.fill(0);
-      this.#failures.fill(0);
-      this.#requestSum.fill(0);
-      this.#failureSum.fill(0);
-    } else {
-      for (let b = this.#head + 1; b <= bucket; b++) {
-        const s = this.#slot(b);
-        for (let i = 0; i < this.#n; i++) {
-          const at = i * SUCCESS_RATE_BUCKETS + s;
-          this.#requestSum[i]! -= this.#requests[at]!;
-          this.#failureSum[i]! -= this.#failures[at]!;
-          this.#requests[at] = 0;
-          this.#failures[at] = 0;
-        }
-      }
-    }
-    this.#head = bucket;
   }
 }
 

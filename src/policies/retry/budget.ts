@@ -22,12 +22,16 @@
 // C + m × T whole tokens.
 import type { RetryBudgetPolicy } from '../../policy/types.ts';
 import type { Clock } from '../../stack/types.ts';
+import { SlidingCounts } from '../sliding-counts.ts';
 
 /**
  * Buckets per window. The window slides in steps of windowMs / BUDGET_BUCKETS, so it holds between
  * 90% and 100% of windowMs of history.
  */
 export const BUDGET_BUCKETS = 10;
+
+const REQUESTS = 0;
+const RETRIES = 1;
 
 /** Floor bucket capacity: one second's worth of tokens, at least one; none when the floor is off. */
 function floorCapacity(minRetriesPerSecond: number): number {
@@ -50,14 +54,8 @@ function checkPolicy(p: RetryBudgetPolicy): void {
 export class RetryBudget {
   readonly #clock: Clock;
   #policy: RetryBudgetPolicy;
-  #bucketMs: number;
-  // Counts per bucket; Float64Array keeps integers exact to 2^53 and allocates once.
-  readonly #requests = new Float64Array(BUDGET_BUCKETS);
-  readonly #retries = new Float64Array(BUDGET_BUCKETS);
-  #requestSum = 0;
-  #retrySum = 0;
-  /** floor(time / bucketMs) of the newest bucket; the ring holds #head - N + 1 .. #head. */
-  #head: number;
+  /** Series REQUESTS and RETRIES (retries charged to the ratio) over the sliding window. */
+  readonly #window: SlidingCounts;
   #tokens: number;
   #capacity: number;
   #lastRefillMs: number;
@@ -67,9 +65,8 @@ export class RetryBudget {
     checkPolicy(policy);
     this.#clock = clock;
     this.#policy = policy;
-    this.#bucketMs = policy.windowMs / BUDGET_BUCKETS;
     const now = clock.now();
-    this.#head = Math.floor(now / this.#bucketMs);
+    this.#window = new SlidingCounts(2, BUDGET_BUCKETS, policy.windowMs, now);
     // Start full: a freshly started sidecar may retry its first failures.
     this.#capacity = floorCapacity(policy.minRetriesPerSecond);
     this.#tokens = this.#capacity;
@@ -78,9 +75,7 @@ export class RetryBudget {
 
   /** An original request (not a retry) was sent: it deposits `ratio` of a retry. */
   recordRequest(): void {
-    this.#rotate(this.#clock.now());
-    this.#requests[this.#slot(this.#head)]! += 1;
-    this.#requestSum += 1;
+    this.#window.add(REQUESTS, 1, this.#clock.now());
   }
 
   /**
@@ -90,10 +85,8 @@ export class RetryBudget {
   tryAcquire(): boolean {
     if (this.#concurrent >= this.#policy.maxConcurrentRetries) return false;
     const now = this.#clock.now();
-    this.#rotate(now);
-    if (this.#retrySum + 1 <= this.#policy.ratio * this.#requestSum) {
-      this.#retries[this.#slot(this.#head)]! += 1;
-      this.#retrySum += 1;
+    if (this.#window.sum(RETRIES, now) + 1 <= this.#policy.ratio * this.#window.sum(REQUESTS, now)) {
+      this.#window.add(RETRIES, 1, now);
     } else {
       // Ratio spent: fall back to the floor, which is not charged to the ratio.
       this.#refill(now);
@@ -121,16 +114,8 @@ export class RetryBudget {
   reconfigure(policy: RetryBudgetPolicy): void {
     checkPolicy(policy);
     const now = this.#clock.now();
-    this.#rotate(now);
     this.#refill(now);
-    if (policy.windowMs !== this.#policy.windowMs) {
-      this.#bucketMs = policy.windowMs / BUDGET_BUCKETS;
-      this.#head = Math.floor(now / this.#bucketMs);
-      this.#requests.fill(0);
-      this.#retries.fill(0);
-      this.#requests[this.#slot(this.#head)] = this.#requestSum;
-      this.#retries[this.#slot(this.#head)] = this.#retrySum;
-    }
+    if (policy.windowMs !== this.#policy.windowMs) this.#window.resize(policy.windowMs, now);
     const capacity = floorCapacity(policy.minRetriesPerSecond);
     this.#tokens = this.#capacity > 0 ? (this.#tokens * capacity) / this.#capacity : capacity;
     this.#capacity = capacity;
@@ -144,47 +129,18 @@ export class RetryBudget {
 
   /** Original requests recorded in the current window. */
   requestsInWindow(): number {
-    this.#rotate(this.#clock.now());
-    return this.#requestSum;
+    return this.#window.sum(REQUESTS, this.#clock.now());
   }
 
   /** Retries charged to the ratio in the current window (floor retries are not included). */
   retriesInWindow(): number {
-    this.#rotate(this.#clock.now());
-    return this.#retrySum;
+    return this.#window.sum(RETRIES, this.#clock.now());
   }
 
   /** Floor tokens available now (fractional; a retry needs a whole one). */
   floorTokens(): number {
     this.#refill(this.#clock.now());
     return this.#tokens;
-  }
-
-  #slot(bucket: number): number {
-    return ((bucket % BUDGET_BUCKETS) + BUDGET_BUCKETS) % BUDGET_BUCKETS;
-  }
-
-  /** Zero the buckets that slid out of the window since the last call (lazily: no timers). */
-  #rotate(now: number): void {
-    const bucket = Math.floor(now / this.#bucketMs);
-    const gap = bucket - this.#head;
-    // Same bucket, or the clock went backwards: keep counting into the newest bucket.
-    if (!(gap > 0)) return;
-    if (gap >= BUDGET_BUCKETS) {
-      this.#requests.fill(0);
-      this.#retries.fill(0);
-      this.#requestSum = 0;
-      this.#retrySum = 0;
-    } else {
-      for (let b = this.#head + 1; b <= bucket; b++) {
-        const i = this.#slot(b);
-        this.#requestSum -= this.#requests[i]!;
-        this.#retrySum -= this.#retries[i]!;
-        this.#requests[i] = 0;
-        this.#retries[i] = 0;
-      }
-    }
-    this.#head = bucket;
   }
 
   /** Continuous refill since the last refill; a clock running backwards refills nothing. */
