@@ -40,6 +40,13 @@ export interface Sidecar {
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '0.0.0.0', '::']);
 
+/** The port an authority names (80 when none), without parsing the host. */
+function portOf(authority: string): number {
+  const colon = authority.lastIndexOf(':');
+  if (colon < 0 || authority.endsWith(']')) return 80;
+  return Number(authority.slice(colon + 1));
+}
+
 export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? silentLogger;
@@ -82,12 +89,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         log,
         settings: () => ({ limits: current.limits, deadlineHeader: current.deadlineHeader, idleMs: current.outbound.defaults.timeouts.idleMs }),
         refused: (code) => deps.metrics.telemetry.localReplies.labels({ direction: 'outbound', upstream: 'none', code }).inc(),
+        // The listener has already validated the authority (non-empty, well-formed).
         resolve: (authority, method, path) => {
-          if (authority === '') return new SluiceError('bad-request', 'no Host header or absolute-form target');
-          const endpoint = parseAuthority(authority);
-          // A request addressed to this sidecar would be forwarded to itself forever.
-          if (endpoint !== undefined && ownPorts.has(endpoint.port) && LOOPBACK.has(endpoint.host)) {
-            return new SluiceError('no-route', `${authority} is this sidecar`);
+          // A request addressed to this sidecar would be forwarded to itself. Via catches every
+          // such loop one hop later; this answers the obvious spellings at once. The port is
+          // checked first so the common request parses nothing.
+          if (ownPorts.has(portOf(authority))) {
+            const endpoint = parseAuthority(authority);
+            if (endpoint !== undefined && LOOPBACK.has(endpoint.host)) return new SluiceError('no-route', `${authority} is this sidecar`);
           }
           return outboundRouter.resolve(authority, method, path) ?? new SluiceError('no-route', authority);
         },
