@@ -76,6 +76,13 @@ class ResponseSink implements BodySink {
   }
 }
 
+/** The local reply for an error, written whole. */
+function writeReply(res: ServerResponse, err: unknown): void {
+  const reply = toLocalReply(err);
+  res.writeHead(reply.statusCode, reply.headers);
+  res.end(reply.body);
+}
+
 /** host:port of the socket's local end, bracketed for IPv6. */
 function localAuthority(req: IncomingMessage): string {
   const host = req.socket.localAddress ?? '127.0.0.1';
@@ -131,9 +138,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
   /** Answers a request the stack never saw; counted like every other local reply. */
   function writeLocal(res: ServerResponse, err: SluiceError): void {
     deps.refused(err.code);
-    const reply = toLocalReply(err);
-    res.writeHead(reply.statusCode, reply.headers);
-    res.end(reply.body);
+    writeReply(res, err);
   }
 
   function refuse(socket: Duplex, err: SluiceError): void {
@@ -208,11 +213,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
         // The telemetry layer turns errors into replies; reaching here is a bug, answered anyway.
         log.error({ err }, 'stack rejected instead of replying');
         if (res.headersSent) res.destroy();
-        else {
-          const reply = toLocalReply(err);
-          res.writeHead(reply.statusCode, reply.headers);
-          res.end(reply.body);
-        }
+        else writeReply(res, err);
       });
   }
 
