@@ -1,6 +1,7 @@
 // The one table of what a policy file may say: every field's built-in default and its range.
 // config/sluice.yaml shows the same defaults to people; a test parses it and checks they agree.
 import type {
+  CircuitBreakerPolicy,
   Endpoint,
   ListenerAddress,
   LoadBalancerPolicy,
@@ -15,6 +16,9 @@ import { BAD, type Field } from './reader.ts';
 
 export const API_VERSION = 'sluice.dev/v1alpha1';
 export const KIND = 'SidecarPolicy';
+
+/** A day: a longer timeout is a typo, not a timeout. */
+export const MAX_MS = 86_400_000;
 
 export const RETRY_CONDITIONS: readonly RetryCondition[] = [
   'connect-failure',
@@ -43,6 +47,7 @@ interface Defaults {
     readonly retryBudget: RetryBudgetPolicy;
     readonly loadBalancer: LoadBalancerPolicy;
     readonly outlierDetection: OutlierDetectionPolicy;
+    readonly circuitBreaker: CircuitBreakerPolicy;
   };
 }
 
@@ -87,8 +92,41 @@ export const DEFAULTS: Defaults = {
       maxEjectionMs: 30000,
       maxEjectionPercent: 0.5,
     },
+    // Ejection handles one bad endpoint; the breaker is for when the upstream as a whole fails:
+    // answering at once beats queueing tries it will fail. Slow calls depend on the service,
+    // so that check is off until a policy names what slow is.
+    circuitBreaker: {
+      mode: 'enforce',
+      windowMs: 10000,
+      minRequests: 20,
+      failureRatio: 0.5,
+      slowCall: undefined,
+      openMs: 5000,
+      maxOpenMs: 60000,
+      halfOpenProbes: 3,
+      maxRequests: 1024,
+      maxPending: 1024,
+    },
   },
 };
+
+/** slowCall is switchable (`off`); see sections.ts. */
+export const CIRCUIT_BREAKER_FIELDS = {
+  mode: { kind: 'enum', values: ['enforce', 'shadow', 'off'] },
+  windowMs: { kind: 'int', min: 1000, max: 600_000 },
+  minRequests: { kind: 'int', min: 1, max: 1_000_000 },
+  failureRatio: { kind: 'number', min: 0, max: 1 },
+  openMs: { kind: 'int', min: 1, max: 3_600_000 },
+  maxOpenMs: { kind: 'int', min: 1, max: 3_600_000 },
+  halfOpenProbes: { kind: 'int', min: 1, max: 1000 },
+  maxRequests: { kind: 'int', min: 1, max: 1_000_000, off: true },
+  maxPending: { kind: 'int', min: 0, max: 1_000_000, off: true },
+} as const satisfies Record<string, FieldSpec>;
+
+export const SLOW_CALL_FIELDS = {
+  thresholdMs: { kind: 'int', min: 1, max: MAX_MS },
+  ratio: { kind: 'number', min: 0, max: 1 },
+} as const satisfies Record<string, FieldSpec>;
 
 export const LOAD_BALANCER_FIELDS: SectionSpec<LoadBalancerPolicy> = {
   algorithm: { kind: 'enum', values: ['p2c-ewma', 'round-robin'] },
@@ -128,8 +166,6 @@ export type FieldSpec =
 /** One spec per field of T: a section's YAML keys are exactly its output keys. */
 export type SectionSpec<T> = { readonly [K in keyof T]-?: FieldSpec };
 
-/** A day: a longer timeout is a typo, not a timeout. */
-export const MAX_MS = 86_400_000;
 /** An hour, for server-side waits a person configures (slowloris, keep-alive, drain). */
 const MAX_SERVER_MS = 3_600_000;
 export const PORT_MAX = 65535;

@@ -2,8 +2,9 @@
 // address forms (listeners, hosts, endpoints). Each merges over the level above it.
 import { isIP, isIPv6 } from 'node:net';
 import { isMap } from 'yaml';
-import { BAD, type Field } from './reader.ts';
+import { BAD, type Field, type MapView } from './reader.ts';
 import {
+  CIRCUIT_BREAKER_FIELDS,
   DEFAULTS,
   LATENCY_OUTLIER_FIELDS,
   LOAD_BALANCER_FIELDS,
@@ -11,13 +12,16 @@ import {
   PORT_MAX,
   RETRY_BUDGET_FIELDS,
   RETRY_FIELDS,
+  SLOW_CALL_FIELDS,
   SUCCESS_RATE_FIELDS,
   TIMEOUT_FIELDS,
   readSection,
   readValue,
+  type FieldSpec,
   type SectionSpec,
 } from './schema.ts';
 import type {
+  CircuitBreakerPolicy,
   Endpoint,
   ListenerAddress,
   LoadBalancerPolicy,
@@ -82,25 +86,74 @@ export function readLoadBalancer(f: Field | undefined, base: LoadBalancerPolicy)
   return f ? readSection(f, LOAD_BALANCER_FIELDS, base) : base;
 }
 
+/**
+ * A section of plain fields that merge as usual plus subsections that may each be `off`
+ * (outlierDetection's successRate and latency, circuitBreaker's slowCall).
+ */
+function readWithSwitchables<T extends object>(
+  f: Field,
+  plain: Readonly<Record<string, FieldSpec>>,
+  switchables: { readonly [K in keyof T]?: { readonly spec: SectionSpec<object>; readonly fallback: object } },
+  base: T,
+): { out: T; m: MapView } | undefined {
+  const keys = Object.keys(switchables);
+  const m = f.map([...Object.keys(plain), ...keys]);
+  if (m === BAD) return undefined;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [key, spec] of Object.entries(plain)) {
+    const child = m.get(key);
+    if (!child) continue;
+    const v = readValue(child, spec, out[key]);
+    if (v !== BAD) out[key] = v;
+  }
+  for (const key of keys) {
+    const { spec, fallback } = switchables[key as keyof T]!;
+    out[key] = readSwitchable(m.get(key), spec, out[key] as object | undefined, fallback);
+  }
+  return { out: out as T, m };
+}
+
 /** outlierDetection: plain fields merge as usual; successRate and latency may each be `off`. */
 export function readOutlierDetection(f: Field | undefined, base: OutlierDetectionPolicy): OutlierDetectionPolicy {
   if (!f) return base;
-  const plain = Object.keys(OUTLIER_FIELDS) as (keyof typeof OUTLIER_FIELDS)[];
-  const m = f.map([...plain, 'successRate', 'latency']);
-  if (m === BAD) return base;
-  const out: { -readonly [K in keyof OutlierDetectionPolicy]: OutlierDetectionPolicy[K] } = { ...base };
-  for (const key of plain) {
-    const child = m.get(key);
-    if (!child) continue;
-    const v = readValue(child, OUTLIER_FIELDS[key], base[key]);
-    if (v !== BAD) (out as Record<string, unknown>)[key] = v;
-  }
   const fallback = DEFAULTS.outbound.outlierDetection;
-  out.successRate = readSwitchable(m.get('successRate'), SUCCESS_RATE_FIELDS, base.successRate, fallback.successRate!);
-  out.latency = readSwitchable(m.get('latency'), LATENCY_OUTLIER_FIELDS, base.latency, fallback.latency!);
+  const read = readWithSwitchables(
+    f,
+    OUTLIER_FIELDS,
+    {
+      successRate: { spec: SUCCESS_RATE_FIELDS, fallback: fallback.successRate! },
+      latency: { spec: LATENCY_OUTLIER_FIELDS, fallback: fallback.latency! },
+    },
+    base,
+  );
+  if (!read) return base;
+  const { out, m } = read;
   if (out.maxEjectionMs < out.baseEjectionMs) {
     const at = m.get('maxEjectionMs') ?? m.get('baseEjectionMs');
     at?.fail(`maxEjectionMs (${out.maxEjectionMs}) must be at least baseEjectionMs (${out.baseEjectionMs})`);
+  }
+  return out;
+}
+
+/** Tries slower than this are what a slowCall section turned on without a threshold means. */
+const SLOW_CALL_FALLBACK = { thresholdMs: 1000, ratio: 0.5 };
+
+/** circuitBreaker: plain fields merge as usual; slowCall may be `off`; the whole section may be `off`. */
+export function readCircuitBreaker(f: Field | undefined, base: CircuitBreakerPolicy): CircuitBreakerPolicy {
+  if (!f) return base;
+  // `circuitBreaker: off` reads as other sections' off does; the settings stay for a level below.
+  if (f.isOff()) return { ...base, mode: 'off' };
+  const read = readWithSwitchables(
+    f,
+    CIRCUIT_BREAKER_FIELDS,
+    { slowCall: { spec: SLOW_CALL_FIELDS, fallback: SLOW_CALL_FALLBACK } },
+    base,
+  );
+  if (!read) return base;
+  const { out, m } = read;
+  if (out.maxOpenMs < out.openMs) {
+    const at = m.get('maxOpenMs') ?? m.get('openMs');
+    at?.fail(`maxOpenMs (${out.maxOpenMs}) must be at least openMs (${out.openMs})`);
   }
   return out;
 }

@@ -73,6 +73,30 @@ export interface OutlierDetectionPolicy {
   readonly maxEjectionPercent: number;
 }
 
+/** enforce: refuse; shadow: count and annotate what would be refused, refuse nothing; off. */
+export type ProtectionMode = 'enforce' | 'shadow' | 'off';
+
+export interface CircuitBreakerPolicy {
+  readonly mode: ProtectionMode;
+  /** Rolling window the failure and slow-call shares are computed over, ms. */
+  readonly windowMs: number;
+  /** Tries in the window before either share can open the breaker. */
+  readonly minRequests: number;
+  /** Open when failed tries are more than this share of the window's tries (0..1). */
+  readonly failureRatio: number;
+  /** Open when at least `ratio` of the window's tries took `thresholdMs` or more to headers. */
+  readonly slowCall: { readonly thresholdMs: number; readonly ratio: number } | undefined;
+  /** First open period; each re-open from half-open doubles it, up to maxOpenMs. */
+  readonly openMs: number;
+  readonly maxOpenMs: number;
+  /** Tries admitted in half-open; all must succeed to close, any failure re-opens. */
+  readonly halfOpenProbes: number;
+  /** Tries in flight to the upstream at once (all endpoints); beyond it, 503 at once. */
+  readonly maxRequests: number | undefined;
+  /** Tries waiting for a connection (in flight beyond the pools' connections); beyond it, 503. */
+  readonly maxPending: number | undefined;
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: {
@@ -82,6 +106,12 @@ export interface RoutePolicy {
   };
   readonly timeouts: TimeoutPolicy;
   readonly retry: RetryPolicy | undefined;
+  /**
+   * The breaker this route's tries pass: the upstream's own (shared by every route that does
+   * not set one), or one of the route's when `ownBreaker`.
+   */
+  readonly circuitBreaker: CircuitBreakerPolicy;
+  readonly ownBreaker: boolean;
 }
 
 export interface Endpoint {
@@ -101,6 +131,7 @@ export interface UpstreamPolicy {
   readonly retryBudget: RetryBudgetPolicy | undefined;
   readonly loadBalancer: LoadBalancerPolicy;
   readonly outlierDetection: OutlierDetectionPolicy;
+  readonly circuitBreaker: CircuitBreakerPolicy;
   /** Routes in match order; a final catch-all route named 'default' is always present. */
   readonly routes: readonly RoutePolicy[];
 }

@@ -3,6 +3,7 @@
 import { BAD, type Field } from './reader.ts';
 import { DEFAULTS, MAX_CONNECTIONS, readValue } from './schema.ts';
 import {
+  readCircuitBreaker,
   readEndpoint,
   readHost,
   readLoadBalancer,
@@ -15,12 +16,26 @@ import type { Endpoint, OutboundPolicy, RetryPolicy, RoutePolicy, UpstreamPolicy
 
 type Level = Pick<
   UpstreamPolicy,
-  'maxConnectionsPerEndpoint' | 'timeouts' | 'retry' | 'retryBudget' | 'loadBalancer' | 'outlierDetection'
+  | 'maxConnectionsPerEndpoint'
+  | 'timeouts'
+  | 'retry'
+  | 'retryBudget'
+  | 'loadBalancer'
+  | 'outlierDetection'
+  | 'circuitBreaker'
 >;
 
-const LEVEL_FIELDS = ['maxConnectionsPerEndpoint', 'timeouts', 'retry', 'retryBudget', 'loadBalancer', 'outlierDetection'] as const;
+const LEVEL_FIELDS = [
+  'maxConnectionsPerEndpoint',
+  'timeouts',
+  'retry',
+  'retryBudget',
+  'loadBalancer',
+  'outlierDetection',
+  'circuitBreaker',
+] as const;
 const UPSTREAM_FIELDS = ['name', 'hosts', 'endpoints', ...LEVEL_FIELDS, 'routes'] as const;
-const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry'] as const;
+const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry', 'circuitBreaker'] as const;
 
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_LABEL_RULE = "a DNS label (lower-case letters, digits and '-', at most 63 characters)";
@@ -36,6 +51,7 @@ const BUILT_IN: Level = {
   retryBudget: DEFAULTS.outbound.retryBudget,
   loadBalancer: DEFAULTS.outbound.loadBalancer,
   outlierDetection: DEFAULTS.outbound.outlierDetection,
+  circuitBreaker: DEFAULTS.outbound.circuitBreaker,
 };
 
 function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy): Level {
@@ -49,6 +65,7 @@ function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy
     retryBudget: readRetryBudget(f.lookup('retryBudget'), base.retryBudget),
     loadBalancer: readLoadBalancer(f.lookup('loadBalancer'), base.loadBalancer),
     outlierDetection: readOutlierDetection(f.lookup('outlierDetection'), base.outlierDetection),
+    circuitBreaker: readCircuitBreaker(f.lookup('circuitBreaker'), base.circuitBreaker),
   };
 }
 
@@ -58,6 +75,8 @@ function catchAll(level: Level): RoutePolicy {
     match: { pathPrefix: undefined, methods: undefined },
     timeouts: level.timeouts,
     retry: level.retry,
+    circuitBreaker: level.circuitBreaker,
+    ownBreaker: false,
   };
 }
 
@@ -172,6 +191,9 @@ function readRoute(
     match: { pathPrefix, methods },
     timeouts: readTimeouts(m.get('timeouts'), upstream.timeouts),
     retry: readRetry(m.get('retry'), upstream.retry, retryFallback),
+    // A route that writes circuitBreaker gets a breaker of its own, over the upstream's settings.
+    circuitBreaker: readCircuitBreaker(m.get('circuitBreaker'), upstream.circuitBreaker),
+    ownBreaker: m.get('circuitBreaker') !== undefined,
   };
 }
 

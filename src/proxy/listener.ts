@@ -200,6 +200,8 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       lastEndpoint: -1,
       retryReason: undefined,
       localReply: undefined,
+      source: req.socket.remoteAddress ?? '',
+      shadowRefusals: undefined,
     };
     res.once('close', () => {
       if (ctx.deadlineTimer !== undefined) clearTimeout(ctx.deadlineTimer);
@@ -209,7 +211,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     });
     target
       .handler({ method, path, authority, headers, body: hasBody ? req : null, bodyLength }, ctx)
-      .then((response) => respond(res, response), (err: unknown) => {
+      .then((response) => respond(res, response, ctx), (err: unknown) => {
         // The telemetry layer turns errors into replies; reaching here is a bug, answered anyway.
         log.error({ err }, 'stack rejected instead of replying');
         if (res.headersSent) res.destroy();
@@ -217,12 +219,13 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       });
   }
 
-  function respond(res: ServerResponse, response: ProxyResponse): void {
+  function respond(res: ServerResponse, response: ProxyResponse, ctx: RequestContext): void {
     const body = response.body;
     if (res.destroyed) {
       if (body !== null && !Buffer.isBuffer(body)) body.discard();
       return;
     }
+    if (ctx.shadowRefusals !== undefined) res.setHeader('sluice-shadow', ctx.shadowRefusals.join(', '));
     res.writeHead(response.statusCode, response.headers as http.OutgoingHttpHeaders);
     if (body === null) res.end();
     else if (Buffer.isBuffer(body)) res.end(body);

@@ -7,6 +7,7 @@ import type { Endpoint, OutboundPolicy, RoutePolicy, SidecarPolicy, UpstreamPoli
 import { buildStack, type StackMetrics } from '../stack/order.ts';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
 import { EndpointSet } from './endpoints.ts';
+import { UpstreamGuards } from './guards.ts';
 import type { PoolSet } from './pools.ts';
 import type { Logger } from 'pino';
 
@@ -41,9 +42,15 @@ class UpstreamRuntime {
     endpoints: readonly Endpoint[],
     endpointSet: EndpointSet,
     budget: RetryBudget | undefined,
+    guards: UpstreamGuards,
     policy: SidecarPolicy,
     deps: RuntimeDeps,
   ) {
+    const connectionSlots = (): number => shape.maxConnectionsPerEndpoint * endpoints.length;
+    const breakerBuild = (route: RoutePolicy) => {
+      const breaker = guards.breakerFor(route);
+      return breaker && { ...breaker, caps: guards.caps, connectionSlots };
+    };
     this.#routes = shape.routes.map((route) => ({
       policy: route,
       target: {
@@ -62,6 +69,7 @@ class UpstreamRuntime {
           budget,
           replayAllowance: deps.replayAllowance,
           endpoints: endpointSet,
+          breaker: breakerBuild(route),
           deadlineHeader: policy.deadlineHeader,
           clock: deps.clock,
           random: deps.random,
@@ -156,7 +164,8 @@ export class OutboundRouter {
   #byHost = new Map<string, UpstreamRuntime>();
   #budgets = new Map<string, RetryBudget>();
   #sets = new Map<string, KeptSet>();
-  #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint }>();
+  #guards = new Map<string, UpstreamGuards>();
+  #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint; guards: UpstreamGuards }>();
   #passthroughBudget: RetryBudget | undefined;
 
   constructor(deps: RuntimeDeps, pools: PoolSet, passthroughPools: PoolSet) {
@@ -171,12 +180,15 @@ export class OutboundRouter {
     const budgets = new Map<string, RetryBudget>();
     const used: [Endpoint, { connectMs: number; connections: number }][] = [];
     const sets = new Map<string, KeptSet>();
+    const guards = new Map<string, UpstreamGuards>();
     for (const u of out.upstreams) {
       const budget = carryBudget(this.#budgets.get(u.name), u.retryBudget, this.#deps.clock);
       if (budget !== undefined) budgets.set(u.name, budget);
       const kept = endpointSetFor(u.name, u, u.endpoints, this.#pools, this.#deps, this.#sets.get(u.name));
       sets.set(u.name, kept);
-      const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, kept.set, budget, policy, this.#deps);
+      const g = UpstreamGuards.build(u.name, u, this.#guards.get(u.name), this.#deps, true);
+      guards.set(u.name, g);
+      const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, kept.set, budget, g, policy, this.#deps);
       for (const host of u.hosts) byHost.set(host, runtime);
       for (const e of u.endpoints) used.push([e, poolSettings(u)]);
     }
@@ -188,6 +200,9 @@ export class OutboundRouter {
     this.#budgets = budgets;
     for (const [name, kept] of this.#sets) if (!sets.has(name)) kept.set.retire();
     this.#sets = sets;
+    for (const [name, g] of this.#guards) if (!guards.has(name)) g.retire();
+    this.#guards = guards;
+    for (const entry of this.#passthrough.values()) entry.guards.retire();
     this.#passthrough = new Map();
     this.#pools.retain(used, retire);
     // Forwarded hosts get fresh routes (and pools) under the new defaults.
@@ -214,14 +229,27 @@ export class OutboundRouter {
     if (endpoint === undefined) return undefined;
     const shape = policy.outbound.defaults;
     const { set } = endpointSetFor('passthrough', shape, [endpoint], this.#passthroughPools, this.#deps, undefined);
-    const runtime = new UpstreamRuntime('outbound', 'passthrough', shape, [endpoint], set, this.#passthroughBudget, policy, this.#deps);
-    this.#passthrough.set(authority, { runtime, endpoint });
+    // Each forwarded host has a breaker of its own; they share one label, so none sets the state gauge.
+    const guards = UpstreamGuards.build('passthrough', shape, undefined, this.#deps, false);
+    const runtime = new UpstreamRuntime(
+      'outbound',
+      'passthrough',
+      shape,
+      [endpoint],
+      set,
+      this.#passthroughBudget,
+      guards,
+      policy,
+      this.#deps,
+    );
+    this.#passthrough.set(authority, { runtime, endpoint, guards });
     if (this.#passthrough.size > MAX_PASSTHROUGH) {
       // The oldest forwarded host goes, and its pool with it (after the retire delay).
       const oldest = this.#passthrough.entries().next();
       if (oldest.done !== true) {
         const [key, entry] = oldest.value;
         this.#passthrough.delete(key);
+        entry.guards.retire();
         this.#passthroughPools.release(entry.endpoint, poolSettings(policy.outbound.defaults), retireMs(policy));
       }
     }
@@ -235,6 +263,7 @@ export class InboundRouter {
   readonly #pools: PoolSet;
   #runtime: UpstreamRuntime | undefined;
   #set: KeptSet | undefined;
+  #guards: UpstreamGuards | undefined;
   #policy: SidecarPolicy | undefined;
 
   constructor(deps: RuntimeDeps, pools: PoolSet) {
@@ -246,17 +275,31 @@ export class InboundRouter {
     const app = policy.inbound.app;
     // The app is reached on loopback: no retries (the producer's sidecar owns retry decisions,
     // and retrying at both hops would multiply load), one route.
+    // Nor a circuit breaker: refusing its own app's traffic is admission control's job (inbound
+    // layers of their own), not a breaker's.
+    const circuitBreaker = { ...policy.outbound.defaults.circuitBreaker, mode: 'off' as const };
     const shape: UpstreamShape = {
       ...policy.outbound.defaults,
       timeouts: { ...policy.inbound.timeouts },
       retry: undefined,
       retryBudget: undefined,
-      routes: [{ name: 'default', match: { pathPrefix: undefined, methods: undefined }, timeouts: policy.inbound.timeouts, retry: undefined }],
+      circuitBreaker,
+      routes: [
+        {
+          name: 'default',
+          match: { pathPrefix: undefined, methods: undefined },
+          timeouts: policy.inbound.timeouts,
+          retry: undefined,
+          circuitBreaker,
+          ownBreaker: false,
+        },
+      ],
     };
     const retire = retireMs(this.#policy ?? policy);
     this.#policy = policy;
     this.#set = endpointSetFor('app', shape, [app], this.#pools, this.#deps, this.#set);
-    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, policy, this.#deps);
+    this.#guards = UpstreamGuards.build('app', shape, this.#guards, this.#deps, true);
+    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, this.#guards, policy, this.#deps);
     this.#pools.retain([[app, poolSettings(shape)]], retire);
   }
 

@@ -68,6 +68,8 @@ const SLUICE_VERDICTS: Readonly<Record<LocalReplyCode, Verdict>> = {
   draining: LOCAL,
   'loop-detected': LOCAL,
   overloaded: LOCAL,
+  'circuit-open': LOCAL, // our refusal: counting it would keep the breaker open forever
+  'rate-limited': LOCAL,
   'client-closed': ABORTED, // the client went away: nobody waits, nothing failed upstream
 };
 

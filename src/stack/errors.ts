@@ -15,6 +15,8 @@ export type LocalReplyCode =
   | 'draining' // the sidecar is shutting down (503)
   | 'loop-detected' // the request already passed this listener: it would circle forever (508)
   | 'overloaded' // a local bound was hit: queue, buffer, concurrency (503)
+  | 'circuit-open' // the upstream's circuit breaker is open: it failed too often just now (503)
+  | 'rate-limited' // a rate limit refused the request (429)
   | 'client-closed'; // the client went away; nobody reads this reply, it names the outcome (499)
 
 interface ReplyShape {
@@ -34,6 +36,8 @@ const REPLIES: Readonly<Record<LocalReplyCode, ReplyShape>> = {
   draining: { status: 503, message: 'sidecar is shutting down' },
   'loop-detected': { status: 508, message: 'request loops back through this sidecar' },
   overloaded: { status: 503, message: 'sidecar is at a configured limit' },
+  'circuit-open': { status: 503, message: 'circuit breaker is open for this upstream' },
+  'rate-limited': { status: 429, message: 'rate limit exceeded' },
   'client-closed': { status: 499, message: 'client closed the connection' },
 };
 
@@ -41,12 +45,19 @@ export class SluiceError extends Error {
   readonly code: LocalReplyCode;
   /** Seconds the client should wait before trying again, when waiting would help. */
   readonly retryAfterS: number | undefined;
+  /** Further reply headers the refusing layer defines (e.g. RateLimit-Policy), lower-case names. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
 
-  constructor(code: LocalReplyCode, detail?: string, options?: { cause?: unknown; retryAfterS?: number }) {
+  constructor(
+    code: LocalReplyCode,
+    detail?: string,
+    options?: { cause?: unknown; retryAfterS?: number; headers?: Readonly<Record<string, string>> },
+  ) {
     super(detail ? `${REPLIES[code].message}: ${detail}` : REPLIES[code].message, { cause: options?.cause });
     this.name = 'SluiceError';
     this.code = code;
     this.retryAfterS = options?.retryAfterS;
+    this.headers = options?.headers;
   }
 
   get status(): number {
@@ -59,6 +70,7 @@ export function toLocalReply(err: unknown): ProxyResponse & { code: LocalReplyCo
   const e = err instanceof SluiceError ? err : new SluiceError('upstream-error', undefined, { cause: err });
   const body = Buffer.from(`${e.message}\n`);
   const headers: Record<string, string> = {
+    ...e.headers,
     'content-type': 'text/plain; charset=utf-8',
     'content-length': String(body.length),
     'sluice-error': e.code,

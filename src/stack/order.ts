@@ -2,12 +2,13 @@
 // undefined); it never reorders them. Each line says why the layer sits where it does.
 //
 // DESIGN.md's full outbound order, with the layers still to come marked (later):
-//   telemetry → deadline → rate limit (later) → retry + budget → breaker (later) → credits
-//   (later) → per-try timeout → upstream client, which balances (p2c-ewma) over the endpoints
-//   outlier ejection leaves in rotation: both learn from each try where it settles.
+//   telemetry → deadline → rate limit (later) → retry + budget → caps + circuit breaker →
+//   credits (later) → per-try timeout → upstream client, which balances (p2c-ewma) over the
+//   endpoints outlier ejection leaves in rotation: both learn from each try where it settles.
 // Inbound today: telemetry → deadline → app; admission, credit grant and idempotency (later)
 // go between deadline and the app client.
 import type { Registry } from 'prom-client';
+import { breakerLayer, declareBreakerMetrics, type BreakerBuild, type BreakerMetrics } from '../policies/breaker/layer.ts';
 import { retryLayer, declareRetryMetrics, type RetryMetrics } from '../policies/retry/layer.ts';
 import type { RetryBudget } from '../policies/retry/budget.ts';
 import type { ReplayAllowance } from '../policies/retry/replay-body.ts';
@@ -30,6 +31,7 @@ export interface StackMetrics {
   readonly retry: RetryMetrics;
   readonly upstream: UpstreamMetrics;
   readonly endpoints: EndpointMetrics;
+  readonly breaker: BreakerMetrics;
 }
 
 export function declareStackMetrics(registry: Registry): StackMetrics {
@@ -39,6 +41,7 @@ export function declareStackMetrics(registry: Registry): StackMetrics {
     retry: declareRetryMetrics(registry),
     upstream: declareUpstreamMetrics(registry),
     endpoints: declareEndpointMetrics(registry),
+    breaker: declareBreakerMetrics(registry),
   };
 }
 
@@ -54,6 +57,8 @@ export interface RouteBuild {
   readonly budget: RetryBudget | undefined;
   readonly replayAllowance: ReplayAllowance;
   readonly endpoints: EndpointSet;
+  /** The caps and breaker this route's tries pass; undefined when the policy turns them off. */
+  readonly breaker: Omit<BreakerBuild, 'upstream' | 'clock' | 'metrics'> | undefined;
   readonly deadlineHeader: string;
   readonly clock: Clock;
   readonly random: () => number;
@@ -89,7 +94,10 @@ export function buildStack(b: RouteBuild): Handler {
           random: b.random,
           metrics: metrics.retry,
         }),
-    // (later: breaker, credits — each try is admitted separately)
+    // Each try is admitted on its own: a retry meets an open breaker or a full upstream too.
+    // Inside the retry layer, so its refusals end the request instead of being retried.
+    b.breaker === undefined ? undefined : breakerLayer({ ...b.breaker, upstream, clock, metrics: metrics.breaker }),
+    // (later: credits)
     // Innermost timer: bounds one try, so a hung endpoint costs a try and the retry goes on.
     b.timeouts.perTryMs === undefined
       ? undefined

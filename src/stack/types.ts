@@ -94,6 +94,19 @@ export interface RequestContext {
   retryReason: string | undefined;
   /** The local decision that ended the request, if any (a sluice-error code). */
   localReply: string | undefined;
+  /** Who sent the request: the client's address (a rate-limit descriptor). */
+  readonly source: string;
+  /**
+   * What protections in shadow mode would have refused (sluice-error codes); sent back to the
+   * client in the `sluice-shadow` response header. undefined until one would have.
+   */
+  shadowRefusals: string[] | undefined;
+}
+
+/** Notes that a protection in shadow mode would have refused this request with `code`. */
+export function noteShadowRefusal(ctx: RequestContext, code: string): void {
+  if (ctx.shadowRefusals === undefined) ctx.shadowRefusals = [code];
+  else if (!ctx.shadowRefusals.includes(code)) ctx.shadowRefusals.push(code);
 }
 
 export type Handler = (req: ProxyRequest, ctx: RequestContext) => Promise<ProxyResponse>;

@@ -47,3 +47,29 @@ describe('loadBalancer and outlierDetection', () => {
     ]);
   });
 });
+
+describe('circuitBreaker', () => {
+  it('reports bad values with file, line and column', () => {
+    expect(
+      errorsOf(
+        doc(
+          'outbound:\n  defaults:\n    circuitBreaker: {openMs: 9000, maxOpenMs: 1000, failureRatio: 50, slowCall: {ratio: 2}, halfOpenProbes: 0, maxRequests: off, maxPending: -1}',
+        ),
+      ),
+    ).toEqual([
+      't.yaml:8:49: spec.outbound.defaults.circuitBreaker.maxOpenMs: maxOpenMs (1000) must be at least openMs (9000)',
+      't.yaml:8:69: spec.outbound.defaults.circuitBreaker.failureRatio: must be a number from 0 to 1, got 50',
+      't.yaml:8:91: spec.outbound.defaults.circuitBreaker.slowCall.ratio: must be a number from 0 to 1, got 2',
+      't.yaml:8:111: spec.outbound.defaults.circuitBreaker.halfOpenProbes: must be an integer from 1 to 1000, got 0',
+      't.yaml:8:144: spec.outbound.defaults.circuitBreaker.maxPending: must be an integer from 0 to 1000000 or off, got -1',
+    ]);
+  });
+
+  it('a route may not turn on what its section does not know', () => {
+    expect(
+      errorsOf(
+        doc('outbound:\n  upstreams:\n    - {name: a, hosts: [a], endpoints: ["127.0.0.1:1"], circuitBreaker: {slowCalls: off}}'),
+      ),
+    ).toEqual([expect.stringMatching(/circuitBreaker\.slowCalls: unknown field/)]);
+  });
+});

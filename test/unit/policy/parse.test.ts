@@ -129,7 +129,46 @@ routes:
       match: { pathPrefix: undefined, methods: undefined },
       timeouts: u.timeouts,
       retry: u.retry,
+      circuitBreaker: u.circuitBreaker,
+      ownBreaker: false,
     });
+  });
+
+  it('circuitBreaker merges field by field; a route that sets it owns a breaker; slowCall may be off', () => {
+    const p = withUpstream(
+      `circuitBreaker: {failureRatio: 0.25, maxPending: off, slowCall: {thresholdMs: 200}}
+routes:
+  - name: bulk
+    circuitBreaker: {openMs: 1000, slowCall: off}
+  - name: plain
+`,
+      'circuitBreaker: {minRequests: 5}\n',
+    );
+    const u = p.outbound.upstreams[0]!;
+    expect(u.circuitBreaker).toEqual({
+      mode: 'enforce',
+      windowMs: 10000,
+      minRequests: 5,
+      failureRatio: 0.25,
+      slowCall: { thresholdMs: 200, ratio: 0.5 },
+      openMs: 5000,
+      maxOpenMs: 60000,
+      halfOpenProbes: 3,
+      maxRequests: 1024,
+      maxPending: undefined,
+    });
+    const [bulk, plain] = u.routes;
+    expect(bulk?.ownBreaker).toBe(true);
+    expect(bulk?.circuitBreaker).toEqual({ ...u.circuitBreaker, openMs: 1000, slowCall: undefined });
+    expect(plain?.ownBreaker).toBe(false);
+    expect(plain?.circuitBreaker).toBe(u.circuitBreaker);
+  });
+
+  it('circuitBreaker: off turns breaker and caps off and keeps the settings for a level below', () => {
+    const p = withUpstream('circuitBreaker: off\nroutes:\n  - name: r\n    circuitBreaker: {mode: enforce}\n');
+    const u = p.outbound.upstreams[0]!;
+    expect(u.circuitBreaker).toEqual({ ...p.outbound.defaults.circuitBreaker, mode: 'off' });
+    expect(u.routes[0]?.circuitBreaker).toEqual(p.outbound.defaults.circuitBreaker);
   });
 
   it('timeouts may be off, and off can be overridden again below', () => {

@@ -8,7 +8,8 @@ import { declareRetryMetrics, retryLayer } from '../../../../src/policies/retry/
 import { ReplayAllowance } from '../../../../src/policies/retry/replay-body.ts';
 import type { RetryPolicy } from '../../../../src/policy/types.ts';
 import { SluiceError } from '../../../../src/stack/errors.ts';
-import type { Handler, ProxyRequest, ProxyResponse, RequestContext } from '../../../../src/stack/types.ts';
+import type { Handler, ProxyRequest, ProxyResponse } from '../../../../src/stack/types.ts';
+import { testContext } from '../../../support/context.ts';
 import { FakeClock } from '../../../support/fake-clock.ts';
 
 const POLICY: RetryPolicy = {
@@ -21,25 +22,7 @@ const POLICY: RetryPolicy = {
   retryNonIdempotent: false,
 };
 
-function ctx(over: Partial<RequestContext> = {}): RequestContext {
-  return {
-    direction: 'outbound',
-    upstream: 'u',
-    route: 'default',
-    startMs: 0,
-    deadlineMs: Infinity,
-    cancelled: undefined,
-    onCancel: undefined,
-    deadlineTimer: undefined,
-    incomingDeadline: undefined,
-    idempotencyKey: undefined,
-    attempt: 1,
-    lastEndpoint: -1,
-    retryReason: undefined,
-    localReply: undefined,
-    ...over,
-  };
-}
+const ctx = testContext;
 
 function request(over: Partial<ProxyRequest> = {}): ProxyRequest {
   return { method: 'GET', path: '/', authority: 'u', headers: [], body: null, bodyLength: undefined, ...over };
