@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
 import { createBalancer, type Balancer } from '../policies/balancer/balancer.ts';
-import { OutlierDetector } from '../policies/outlier/detector.ts';
+import { OutlierDetector, type EjectionEvent } from '../policies/outlier/detector.ts';
 import type { Endpoint, LoadBalancerPolicy, OutlierDetectionPolicy } from '../policy/types.ts';
 import { classifyError, classifyResponse } from '../stack/classify.ts';
 import type { Clock } from '../stack/types.ts';
@@ -23,7 +23,7 @@ export function declareEndpointMetrics(registry: Registry): EndpointMetrics {
     ejections: counter(
       registry,
       'sluice_outlier_ejections_total',
-      'Endpoints ejected (mode="enforce") or that would have been (mode="shadow"), by reason: consecutive_failures, success_rate, latency.',
+      'Endpoints ejected (mode="enforce") or that would have been (mode="shadow"), by reason: consecutive_failures, success_rate, latency, stalled (tries sent to it went unanswered longer than the latency check allows).',
       ['upstream', 'reason', 'mode'],
     ),
     ejected: gauge(registry, 'sluice_endpoints_ejected', 'Endpoints out of rotation now, per upstream.', ['upstream']),
@@ -63,6 +63,8 @@ export class EndpointSet {
 
   /** The endpoint for the next try: balanced over those not ejected, avoiding `avoid` if it can. */
   pick(avoid: number): number {
+    const stalled = this.#detector.checkStalls();
+    if (stalled !== undefined) this.#report(stalled);
     const eligible = this.#detector.eligible();
     const returned = this.#detector.takeReturned();
     for (const i of returned) {
@@ -85,6 +87,7 @@ export class EndpointSet {
 
   start(i: number): void {
     this.#balancer.start(i);
+    this.#detector.started(i);
   }
 
   /** One try on endpoint i settled: with a status at its headers, or with an error. */
@@ -96,10 +99,15 @@ export class EndpointSet {
     // the endpoint long after it recovered): it only frees its in-flight slot (NaN = no sample).
     // Failures are ejection's business, and retries avoid the endpoint that just failed them.
     this.#balancer.end(i, verdict.failure ? Number.NaN : latencyMs);
+    if (statusCode !== undefined) this.#detector.answered(i);
     // Not the endpoint's doing: the client left, the deadline ran out, or we refused locally.
     if (statusCode === undefined && !verdict.failure) return;
     const ejection = this.#detector.record(i, verdict.failure, latencyMs, startedMs);
-    if (ejection === undefined) return;
+    if (ejection !== undefined) this.#report(ejection);
+  }
+
+  #report(ejection: EjectionEvent): void {
+    const i = ejection.endpoint;
     const mode = ejection.enforced ? 'enforce' : 'shadow';
     this.#b.metrics.ejections.labels({ upstream: this.#b.upstream, reason: ejection.reason, mode }).inc();
     if (ejection.enforced) this.#ejected.inc();

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { send } from '../support/http-client.ts';
 import { closeAfterEach } from '../support/lifecycle.ts';
+import { STALL_MIN_TRIES } from '../../src/policies/outlier/detector.ts';
 import { metricSum } from '../support/metrics.ts';
 import { startScriptedUpstream, type Step } from '../support/scripted-upstream.ts';
 import { startTestSidecar, upstream, type TestSidecar } from '../support/sidecar.ts';
@@ -66,7 +67,7 @@ describe('outlier ejection', () => {
     expect(metricSum(m, 'sluice_endpoints_ejected', { upstream: 'svc' })).toBe(0);
   });
 
-  it('ejects a hanging endpoint after its tries time out; clients see no errors', async () => {
+  it('ejects a hanging endpoint as stalled, before its tries time out; clients see no errors', async () => {
     // Round-robin keeps sending to it until ejection does its job (p2c would steer away sooner).
     const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000 }, {
       loadBalancer: { algorithm: 'round-robin' },
@@ -74,22 +75,29 @@ describe('outlier ejection', () => {
     });
     const statuses = await load(sc, 120, 4);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
-    expect(bad.requests.length).toBeGreaterThanOrEqual(5);
-    expect(bad.requests.length).toBeLessThanOrEqual(5 + 4);
+    // Three unanswered tries and the latency check's allowance (~50 ms here) eject it; tries
+    // already on their way add a few.
+    expect(bad.requests.length).toBeGreaterThanOrEqual(STALL_MIN_TRIES);
+    expect(bad.requests.length).toBeLessThanOrEqual(STALL_MIN_TRIES + 4);
     const m = await sc.metrics();
-    expect(metricSum(m, 'sluice_outlier_ejections_total', { upstream: 'svc', reason: 'consecutive_failures', mode: 'enforce' })).toBe(1);
+    expect(metricSum(m, 'sluice_outlier_ejections_total', { upstream: 'svc', reason: 'stalled', mode: 'enforce' })).toBe(1);
   });
 
   it('with the default policy (p2c + ejection) a hanging endpoint costs clients nothing', async () => {
     // Timed-out tries teach the balancer no latency (that would starve the endpoint long after
-    // it recovers), so ejection is what takes a hung endpoint out; p2c only steers around its
-    // outstanding tries meanwhile.
+    // it recovers). p2c steers around its outstanding tries, and once three went unanswered
+    // the stall check ejects it, long before five per-try timeouts could.
     const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000 }, {
-      timeouts: { perTryMs: 150, requestMs: 5000 },
+      timeouts: { perTryMs: 1000, requestMs: 5000 },
     });
-    const statuses = await load(sc, 120, 4);
+    const ejected = async (reason: string) =>
+      metricSum(await sc.metrics(), 'sluice_outlier_ejections_total', { upstream: 'svc', reason, mode: 'enforce' });
+    const statuses: number[] = [];
+    // Traffic until the stall is seen (bounded by the test timeout).
+    while ((await ejected('stalled')) === 0) statuses.push(...(await load(sc, 20, 4)));
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
-    expect(bad.requests.length).toBeLessThanOrEqual(5 + 4);
+    expect(bad.requests.length).toBeLessThanOrEqual(STALL_MIN_TRIES + 4);
+    expect(await ejected('consecutive_failures')).toBe(0);
   });
 
   it('shadow mode ejects nothing and counts what it would have ejected', async () => {

@@ -14,6 +14,12 @@
 //   least one whenever the percent is above 0), and never the last non-ejected one. An ejection the
 //   cap refuses is not an ejection: record() returns undefined, and the check fires again on that
 //   endpoint's next result, so it is ejected as soon as room frees up.
+// - Stalls: the latency check also looks at tries still waiting. An endpoint that has answered
+//   nothing of the last few tries sent to it, the oldest waiting longer than the latency check
+//   allows, is ejected as 'stalled' without waiting for per-try timeouts to report the tries:
+//   a hung endpoint is cut off in tens of milliseconds instead of seconds. Tries started before
+//   the endpoint's last answer do not count, so one long request it is still working on while it
+//   answers others (or while the balancer sends it nothing) is no stall.
 // - Shadow mode runs the same state machine (so events, durations and the cap are exactly those
 //   enforce would produce) but eligible() stays all true.
 import type { OutlierDetectionPolicy } from '../../policy/types.ts';
@@ -23,7 +29,18 @@ import { SlidingCounts } from '../sliding-counts.ts';
 /** Same shape as the parsed config (one definition, so the two cannot drift). */
 export type OutlierPolicy = OutlierDetectionPolicy;
 
-export type OutlierReason = 'consecutive_failures' | 'success_rate' | 'latency';
+export type OutlierReason = 'consecutive_failures' | 'success_rate' | 'latency' | 'stalled';
+
+/** Unanswered tries sent since an endpoint's last answer before it can count as stalled. */
+export const STALL_MIN_TRIES = 3;
+/**
+ * Answers a peer needs before its latency is a yardstick for stalls. Fewer than the latency
+ * check wants: a stall is no answer at all, so a rough idea of normal is enough, and soon after
+ * start is when a hung endpoint would otherwise hold tries for a whole per-try timeout.
+ */
+const STALL_PEER_SAMPLES = 5;
+/** Stalls are looked for at most this often (ms), from the pick path. */
+const STALL_CHECK_MS = 5;
 
 export interface EjectionEvent {
   readonly endpoint: number;
@@ -119,6 +136,11 @@ export class OutlierDetector {
   readonly #watched: Uint8Array;
   readonly #latencyMs: Float64Array;
   readonly #samples: Float64Array;
+  /** Start of the first try sent since the endpoint's last answer (NaN: none waiting). */
+  readonly #waitingSince: Float64Array;
+  /** Tries sent since the endpoint's last answer. */
+  readonly #sentSinceAnswer: Float64Array;
+  #nextStallCheckMs = 0;
   #ejected = 0;
   /** Earliest ejectedUntil among ejected endpoints: the sweep for returns is skipped before it. */
   #nextReturnMs = Infinity;
@@ -148,6 +170,8 @@ export class OutlierDetector {
     this.#watched = new Uint8Array(n);
     this.#latencyMs = new Float64Array(n);
     this.#samples = new Float64Array(n);
+    this.#waitingSince = new Float64Array(n).fill(Number.NaN);
+    this.#sentSinceAnswer = new Float64Array(n);
     this.#window =
       policy.successRate === undefined
         ? undefined
@@ -190,6 +214,44 @@ export class OutlierDetector {
     const reason = failed && onProbation && p.consecutiveFailures > 0 ? 'consecutive_failures' : this.#outlier(i);
     if (reason === undefined) return undefined;
     return this.#eject(i, reason, now);
+  }
+
+  /** A try was sent to endpoint i (stall tracking). */
+  started(i: number): void {
+    if (Number.isNaN(this.#waitingSince[i]!)) this.#waitingSince[i] = this.#clock.now();
+    this.#sentSinceAnswer[i]! += 1;
+  }
+
+  /** Endpoint i answered a try (response headers, any status): it is alive. */
+  answered(i: number): void {
+    this.#waitingSince[i] = Number.NaN;
+    this.#sentSinceAnswer[i] = 0;
+  }
+
+  /**
+   * Looks for a stalled endpoint (at most every few ms) and ejects the first found; call it
+   * where tries are placed. Needs the latency check on and peers with enough answers to say
+   * what normal latency is.
+   */
+  checkStalls(): EjectionEvent | undefined {
+    const p = this.#policy;
+    const lat = p.latency;
+    const now = this.#clock.now();
+    if (p.mode === 'off' || lat === undefined || now < this.#nextStallCheckMs) return undefined;
+    this.#nextStallCheckMs = now + STALL_CHECK_MS;
+    this.#sweep(now);
+    for (let i = 0; i < this.#n; i++) {
+      if (this.#sentSinceAnswer[i]! < STALL_MIN_TRIES || this.#ejectedUntil[i] !== NOT_EJECTED) continue;
+      const median = this.#peerMedian(i, Math.min(lat.minRequests, STALL_PEER_SAMPLES));
+      if (median === undefined) continue;
+      const allowedMs = Math.max(lat.factor * median, median + lat.minExcessMs);
+      if (now - this.#waitingSince[i]! <= allowedMs) continue;
+      const ejection = this.#eject(i, 'stalled', now);
+      // Its waiting tries ejected it; they must not count again when they time out.
+      this.answered(i);
+      if (ejection !== undefined) return ejection;
+    }
+    return undefined;
   }
 
   /**

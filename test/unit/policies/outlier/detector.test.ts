@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type OutlierPolicy, OutlierDetector } from '../../../../src/policies/outlier/detector.ts';
+import { type OutlierPolicy, OutlierDetector, STALL_MIN_TRIES } from '../../../../src/policies/outlier/detector.ts';
 import { FakeClock } from '../../../support/fake-clock.ts';
 
 /** Only the consecutive-failure check on, unless a test turns others on. */
@@ -311,6 +311,84 @@ describe('latency', () => {
     expect(d.eligible()).toEqual([true, true]);
     expect(d.record(1, false, 15)).toBeUndefined(); // one sample: too few, the old 100 is gone
     expect(d.record(1, false, 15)).toBeUndefined(); // 15 ≤ 2 × 10
+  });
+});
+
+describe('stalls', () => {
+  // Peers answer in 10 ms: an endpoint may keep tries waiting max(3 × 10, 10 + 50) = 60 ms.
+  const latency = { factor: 3, minRequests: 5, minExcessMs: 50 };
+
+  function withPeers() {
+    const t = setup(3, { consecutiveFailures: 0, latency });
+    for (const i of [0, 1]) for (let k = 0; k < 5; k++) t.d.record(i, false, 10);
+    return t;
+  }
+
+  /** Sends `n` tries to endpoint i now. */
+  function send(d: OutlierDetector, i: number, n: number): void {
+    for (let k = 0; k < n; k++) d.started(i);
+  }
+
+  it('ejects an endpoint whose last tries all wait longer than the latency check allows', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 3);
+    clock.advance(60);
+    expect(d.checkStalls()).toBeUndefined();
+    clock.advance(5); // the next look, 5 ms on
+    expect(d.checkStalls()).toEqual({ endpoint: 2, reason: 'stalled', durationMs: 1000, enforced: true });
+    expect(d.eligible()).toEqual([true, true, false]);
+  });
+
+  it('needs a few unanswered tries: one long request is no stall', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, STALL_MIN_TRIES - 1);
+    clock.advance(10_000);
+    expect(d.checkStalls()).toBeUndefined();
+  });
+
+  it('any answer starts the wait over: tries sent before it do not count', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 3);
+    clock.advance(50);
+    d.answered(2);
+    send(d, 2, 2);
+    clock.advance(50);
+    expect(d.checkStalls()).toBeUndefined();
+    send(d, 2, 1);
+    clock.advance(11); // the first try after the answer has now waited 61 ms
+    expect(d.checkStalls()?.reason).toBe('stalled');
+  });
+
+  it('needs peers that say what normal latency is, and the latency check on', () => {
+    const { clock, d } = setup(3, { consecutiveFailures: 0, latency });
+    send(d, 2, 5);
+    clock.advance(10_000);
+    expect(d.checkStalls()).toBeUndefined();
+    const off = setup(3, { consecutiveFailures: 0, latency: undefined });
+    send(off.d, 2, 5);
+    off.clock.advance(10_000);
+    expect(off.d.checkStalls()).toBeUndefined();
+  });
+
+  it('the tries that ejected it do not count again when they time out', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 3);
+    clock.advance(61);
+    expect(d.checkStalls()?.reason).toBe('stalled');
+    clock.advance(1000);
+    expect(d.eligible()).toEqual([true, true, true]);
+    expect(d.checkStalls()).toBeUndefined();
+  });
+
+  it('looks at most every few milliseconds', () => {
+    const { clock, d } = withPeers();
+    expect(d.checkStalls()).toBeUndefined();
+    send(d, 2, 3);
+    clock.advance(61);
+    expect(d.checkStalls()?.reason).toBe('stalled');
+    send(d, 1, 3);
+    clock.advance(1);
+    expect(d.checkStalls()).toBeUndefined();
   });
 });
 
