@@ -1,5 +1,6 @@
 // The parsed policy: frozen, typed, units in names, `undefined` = off. Produced only by
 // ./parse.ts from a SidecarPolicy document; everything downstream trusts these shapes.
+import type { DnsPolicy } from './dns.ts';
 
 export interface TimeoutPolicy {
   /** Opening a TCP connection to an endpoint. */
@@ -123,7 +124,9 @@ export interface UpstreamPolicy {
   readonly name: string;
   /** Authorities (host or host:port, lower-case) that select this upstream. */
   readonly hosts: readonly string[];
+  /** As written: IP addresses, or names re-resolved per `dns`. */
   readonly endpoints: readonly Endpoint[];
+  readonly dns: DnsPolicy;
   /** Keep-alive connections per endpoint. */
   readonly maxConnectionsPerEndpoint: number;
   readonly timeouts: TimeoutPolicy;

@@ -1,5 +1,6 @@
 // Outbound defaults, upstreams and their routes. Each level merges over the one above it:
 // built-in defaults < outbound.defaults < upstream < route.
+import { DNS_DEFAULTS, readDns } from './dns.ts';
 import { BAD, type Field } from './reader.ts';
 import { DEFAULTS, MAX_CONNECTIONS, readValue } from './schema.ts';
 import {
@@ -23,6 +24,7 @@ type Level = Pick<
   | 'loadBalancer'
   | 'outlierDetection'
   | 'circuitBreaker'
+  | 'dns'
 >;
 
 const LEVEL_FIELDS = [
@@ -33,6 +35,7 @@ const LEVEL_FIELDS = [
   'loadBalancer',
   'outlierDetection',
   'circuitBreaker',
+  'dns',
 ] as const;
 const UPSTREAM_FIELDS = ['name', 'hosts', 'endpoints', ...LEVEL_FIELDS, 'routes'] as const;
 const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry', 'circuitBreaker'] as const;
@@ -52,6 +55,7 @@ const BUILT_IN: Level = {
   loadBalancer: DEFAULTS.outbound.loadBalancer,
   outlierDetection: DEFAULTS.outbound.outlierDetection,
   circuitBreaker: DEFAULTS.outbound.circuitBreaker,
+  dns: DNS_DEFAULTS,
 };
 
 function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy): Level {
@@ -66,6 +70,7 @@ function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy
     loadBalancer: readLoadBalancer(f.lookup('loadBalancer'), base.loadBalancer),
     outlierDetection: readOutlierDetection(f.lookup('outlierDetection'), base.outlierDetection),
     circuitBreaker: readCircuitBreaker(f.lookup('circuitBreaker'), base.circuitBreaker),
+    dns: readDns(f.lookup('dns'), base.dns),
   };
 }
 

@@ -245,8 +245,12 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       return;
     }
     const endpoint = target.endpoints[Math.floor(Math.random() * target.endpoints.length)];
-    if (endpoint === undefined || facts.upgrade === undefined) {
-      refuse(socket, new SluiceError('bad-request', 'no endpoint or Upgrade header for the tunnel'));
+    if (facts.upgrade === undefined) {
+      refuse(socket, new SluiceError('bad-request', 'no Upgrade header for the tunnel'));
+      return;
+    }
+    if (endpoint === undefined) {
+      refuse(socket, new SluiceError('no-endpoints', target.upstream));
       return;
     }
     headers.push('host', authority, 'connection', 'upgrade', 'upgrade', facts.upgrade);
@@ -275,7 +279,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     }
     const endpoint = target.endpoints[0];
     if (endpoint === undefined) {
-      refuse(socket, new SluiceError('bad-request', 'no endpoint or Upgrade header for the tunnel'));
+      refuse(socket, new SluiceError('no-endpoints', target.upstream));
       return;
     }
     openTunnel(

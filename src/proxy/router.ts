@@ -6,6 +6,9 @@ import type { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import type { Endpoint, OutboundPolicy, RoutePolicy, SidecarPolicy, UpstreamPolicy } from '../policy/types.ts';
 import { buildStack, type StackMetrics } from '../stack/order.ts';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
+import { isIP } from 'node:net';
+import type { DnsFunctions } from './dns/resolve.ts';
+import { DnsWatcher, type DnsMetrics } from './dns/watcher.ts';
 import { EndpointSet } from './endpoints.ts';
 import { UpstreamGuards } from './guards.ts';
 import type { PoolSet } from './pools.ts';
@@ -28,6 +31,11 @@ export interface RuntimeDeps {
   readonly replayAllowance: ReplayAllowance;
   readonly random: () => number;
   readonly metrics: StackMetrics;
+  readonly dnsMetrics: DnsMetrics;
+  /** This sidecar's pod, when known: spreads sidecars over a long DNS answer's addresses. */
+  readonly podName: string | undefined;
+  /** Resolver functions for endpoint names; default node:dns with the system's servers. */
+  readonly dns: (() => DnsFunctions) | undefined;
 }
 
 type UpstreamShape = Omit<UpstreamPolicy, 'name' | 'hosts' | 'endpoints'>;
@@ -40,7 +48,7 @@ class UpstreamRuntime {
     name: string,
     shape: UpstreamShape,
     endpoints: readonly Endpoint[],
-    endpointSet: EndpointSet,
+    endpointSet: EndpointSet | undefined,
     budget: RetryBudget | undefined,
     guards: UpstreamGuards,
     policy: SidecarPolicy,
@@ -123,7 +131,8 @@ function poolSettings(shape: UpstreamShape): { connectMs: number; connections: n
 /** An upstream's endpoint set, and what must stay equal for it to carry over a policy update. */
 interface KeptSet {
   readonly key: string;
-  readonly set: EndpointSet;
+  /** undefined while there are no endpoints. */
+  readonly set: EndpointSet | undefined;
 }
 
 /**
@@ -141,7 +150,8 @@ function endpointSetFor(
   const settings = poolSettings(shape);
   const key = JSON.stringify([endpoints, settings, shape.loadBalancer, shape.outlierDetection]);
   if (previous !== undefined && previous.key === key) return previous;
-  previous?.set.retire();
+  previous?.set?.retire();
+  if (endpoints.length === 0) return { key, set: undefined };
   const set = new EndpointSet({
     upstream: name,
     endpoints,
@@ -156,6 +166,16 @@ function endpointSetFor(
   return { key, set };
 }
 
+/**
+ * An upstream's endpoints as resolved now, and the watcher that keeps them so when they are
+ * written as names. Kept over a policy update while endpoints and dns settings are unchanged.
+ */
+interface Resolution {
+  readonly key: string;
+  watcher: DnsWatcher | undefined;
+  endpoints: readonly Endpoint[];
+}
+
 export class OutboundRouter {
   readonly #deps: RuntimeDeps;
   readonly #pools: PoolSet;
@@ -165,6 +185,7 @@ export class OutboundRouter {
   #budgets = new Map<string, RetryBudget>();
   #sets = new Map<string, KeptSet>();
   #guards = new Map<string, UpstreamGuards>();
+  #resolutions = new Map<string, Resolution>();
   #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint; guards: UpstreamGuards }>();
   #passthroughBudget: RetryBudget | undefined;
 
@@ -176,37 +197,92 @@ export class OutboundRouter {
 
   apply(policy: SidecarPolicy): void {
     const out: OutboundPolicy = policy.outbound;
-    const byHost = new Map<string, UpstreamRuntime>();
-    const budgets = new Map<string, RetryBudget>();
-    const used: [Endpoint, { connectMs: number; connections: number }][] = [];
-    const sets = new Map<string, KeptSet>();
-    const guards = new Map<string, UpstreamGuards>();
+    const retire = retireMs(this.#policy ?? policy);
+    this.#policy = policy;
+    const previous = { budgets: this.#budgets, sets: this.#sets, guards: this.#guards, resolutions: this.#resolutions };
+    this.#byHost = new Map();
+    this.#budgets = new Map();
+    this.#sets = new Map();
+    this.#guards = new Map();
+    this.#resolutions = new Map();
     for (const u of out.upstreams) {
-      const budget = carryBudget(this.#budgets.get(u.name), u.retryBudget, this.#deps.clock);
-      if (budget !== undefined) budgets.set(u.name, budget);
-      const kept = endpointSetFor(u.name, u, u.endpoints, this.#pools, this.#deps, this.#sets.get(u.name));
-      sets.set(u.name, kept);
-      const g = UpstreamGuards.build(u.name, u, this.#guards.get(u.name), this.#deps, true);
-      guards.set(u.name, g);
-      const runtime = new UpstreamRuntime('outbound', u.name, u, u.endpoints, kept.set, budget, g, policy, this.#deps);
-      for (const host of u.hosts) byHost.set(host, runtime);
-      for (const e of u.endpoints) used.push([e, poolSettings(u)]);
+      this.#resolutions.set(u.name, this.#resolutionFor(u, previous.resolutions.get(u.name)));
+      const budget = carryBudget(previous.budgets.get(u.name), u.retryBudget, this.#deps.clock);
+      if (budget !== undefined) this.#budgets.set(u.name, budget);
+      this.#guards.set(u.name, UpstreamGuards.build(u.name, u, previous.guards.get(u.name), this.#deps, true));
+      this.#build(u, previous.sets.get(u.name));
     }
     // One budget for all forwarded unknown hosts: they share the defaults' meaning.
     this.#passthroughBudget = carryBudget(this.#passthroughBudget, out.defaults.retryBudget, this.#deps.clock);
-    const retire = retireMs(this.#policy ?? policy);
-    this.#policy = policy;
-    this.#byHost = byHost;
-    this.#budgets = budgets;
-    for (const [name, kept] of this.#sets) if (!sets.has(name)) kept.set.retire();
-    this.#sets = sets;
-    for (const [name, g] of this.#guards) if (!guards.has(name)) g.retire();
-    this.#guards = guards;
+    for (const [name, kept] of previous.sets) if (!this.#sets.has(name)) kept.set?.retire();
+    for (const [name, g] of previous.guards) if (!this.#guards.has(name)) g.retire();
+    for (const [name, r] of previous.resolutions) if (this.#resolutions.get(name) !== r) r.watcher?.close();
     for (const entry of this.#passthrough.values()) entry.guards.retire();
     this.#passthrough = new Map();
-    this.#pools.retain(used, retire);
+    this.#retainPools(retire);
     // Forwarded hosts get fresh routes (and pools) under the new defaults.
     this.#passthroughPools.retain([], retire);
+  }
+
+  /** Settles once every upstream's names were resolved (or failed) once. */
+  async ready(): Promise<void> {
+    await Promise.all([...this.#resolutions.values()].map((r) => r.watcher?.ready));
+  }
+
+  /** Stops re-resolving names (the sidecar is closing). */
+  close(): void {
+    for (const r of this.#resolutions.values()) r.watcher?.close();
+  }
+
+  /** The upstream's runtime over its endpoints as resolved now, with its hosts pointing at it. */
+  #build(u: UpstreamPolicy, previousSet: KeptSet | undefined): void {
+    const endpoints = (this.#resolutions.get(u.name) as Resolution).endpoints;
+    const kept = endpointSetFor(u.name, u, endpoints, this.#pools, this.#deps, previousSet);
+    this.#sets.set(u.name, kept);
+    const guards = this.#guards.get(u.name) as UpstreamGuards;
+    const budget = this.#budgets.get(u.name);
+    const policy = this.#policy as SidecarPolicy;
+    const runtime = new UpstreamRuntime('outbound', u.name, u, endpoints, kept.set, budget, guards, policy, this.#deps);
+    for (const host of u.hosts) this.#byHost.set(host, runtime);
+  }
+
+  #resolutionFor(u: UpstreamPolicy, previous: Resolution | undefined): Resolution {
+    const key = JSON.stringify([u.endpoints, u.dns]);
+    if (previous !== undefined && previous.key === key) return previous;
+    if (u.endpoints.every((e) => isIP(e.host) !== 0)) return { key, watcher: undefined, endpoints: u.endpoints };
+    const resolution: Resolution = { key, endpoints: [], watcher: undefined };
+    const update = (endpoints: readonly Endpoint[]): void => {
+      // A watcher the last policy update replaced may still report once: ignore it.
+      if (this.#resolutions.get(u.name) !== resolution) return;
+      this.#deps.log.info({ upstream: u.name, endpoints: endpoints.length }, 'endpoints resolved');
+      resolution.endpoints = endpoints;
+      this.#build(u, this.#sets.get(u.name));
+      this.#retainPools(retireMs(this.#policy as SidecarPolicy));
+    };
+    const watcher = new DnsWatcher({
+      upstream: u.name,
+      endpoints: u.endpoints,
+      policy: u.dns,
+      metrics: this.#deps.dnsMetrics,
+      log: this.#deps.log,
+      subsetSeed: this.#deps.podName,
+      ...(this.#deps.dns === undefined ? {} : { dns: this.#deps.dns() }),
+      onChange: update,
+    });
+    // The first answer comes through `ready`; onChange reports the changes after it.
+    void watcher.ready.then(update);
+    resolution.watcher = watcher;
+    resolution.endpoints = watcher.endpoints;
+    return resolution;
+  }
+
+  /** Pools of endpoints no upstream uses any more drain and close. */
+  #retainPools(retire: number): void {
+    const used: [Endpoint, { connectMs: number; connections: number }][] = [];
+    for (const u of this.#policy?.outbound.upstreams ?? []) {
+      for (const e of this.#resolutions.get(u.name)?.endpoints ?? []) used.push([e, poolSettings(u)]);
+    }
+    this.#pools.retain(used, retire);
   }
 
   /** The route for a request, or undefined when no upstream claims the host and none may be made. */

@@ -8,6 +8,8 @@ import type { SidecarPolicy } from '../policy/types.ts';
 import { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import { SluiceError } from '../stack/errors.ts';
 import { declareStackMetrics } from '../stack/order.ts';
+import type { DnsFunctions } from './dns/resolve.ts';
+import { declareDnsMetrics } from './dns/watcher.ts';
 import { systemClock, type Clock } from '../stack/types.ts';
 import { silentLogger } from '../telemetry/log.ts';
 import { counter, gauge } from '../telemetry/registry.ts';
@@ -25,6 +27,8 @@ export interface SidecarOptions {
   readonly processMetrics?: boolean;
   /** Called when /shutdown is posted; the CLI drains and exits. */
   readonly onShutdownRequest?: () => void;
+  /** Resolver functions for endpoint names (tests point them at a scripted DNS server). */
+  readonly dns?: () => DnsFunctions;
 }
 
 export interface Sidecar {
@@ -53,7 +57,16 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const registry = new Registry();
   if (opts.processMetrics === true) collectDefaultMetrics({ register: registry });
   const replayAllowance = new ReplayAllowance(opts.policy.limits.maxRetryBufferBytes);
-  const deps = { clock, log, random: opts.random ?? Math.random, metrics: declareStackMetrics(registry), replayAllowance };
+  const deps = {
+    clock,
+    log,
+    random: opts.random ?? Math.random,
+    metrics: declareStackMetrics(registry),
+    dnsMetrics: declareDnsMetrics(registry),
+    podName: process.env['POD_NAME'],
+    dns: opts.dns,
+    replayAllowance,
+  };
   const policyMetrics = declarePolicyMetrics(registry);
 
   const pools = new PoolSet();
@@ -75,6 +88,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     policyMetrics.info.labels({ name: policy.name }).set(1);
   };
   install(current);
+  // Like Envoy's cluster warming: endpoints written as names are resolved before traffic is
+  // taken. Bounded: a watcher is ready after one try per name, success or failure.
+  await outboundRouter.ready();
 
   const listeners: Listener[] = [];
   let outbound: Listener | undefined;
@@ -128,13 +144,17 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     });
     ownPorts.add(admin.address.port);
   } catch (err) {
+    outboundRouter.close();
     await Promise.all(listeners.map((l) => l.close()));
     await Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
     throw err;
   }
   const adminServer = admin;
 
-  const closePools = (): Promise<unknown> => Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
+  const closePools = (): Promise<unknown> => {
+    outboundRouter.close();
+    return Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
+  };
 
   return {
     addresses: { outbound: outbound?.address, inbound: inbound?.address, admin: adminServer.address },

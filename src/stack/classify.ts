@@ -70,6 +70,7 @@ const SLUICE_VERDICTS: Readonly<Record<LocalReplyCode, Verdict>> = {
   overloaded: LOCAL,
   'circuit-open': LOCAL, // our refusal: counting it would keep the breaker open forever
   'rate-limited': LOCAL,
+  'no-endpoints': LOCAL, // nothing was tried: no endpoint to count it against
   'client-closed': ABORTED, // the client went away: nobody waits, nothing failed upstream
 };
 

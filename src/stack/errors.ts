@@ -17,6 +17,7 @@ export type LocalReplyCode =
   | 'overloaded' // a local bound was hit: queue, buffer, concurrency (503)
   | 'circuit-open' // the upstream's circuit breaker is open: it failed too often just now (503)
   | 'rate-limited' // a rate limit refused the request (429)
+  | 'no-endpoints' // the upstream has no endpoints now: its names resolved to no address (503)
   | 'client-closed'; // the client went away; nobody reads this reply, it names the outcome (499)
 
 interface ReplyShape {
@@ -38,6 +39,7 @@ const REPLIES: Readonly<Record<LocalReplyCode, ReplyShape>> = {
   overloaded: { status: 503, message: 'sidecar is at a configured limit' },
   'circuit-open': { status: 503, message: 'circuit breaker is open for this upstream' },
   'rate-limited': { status: 429, message: 'rate limit exceeded' },
+  'no-endpoints': { status: 503, message: 'upstream has no endpoints' },
   'client-closed': { status: 499, message: 'client closed the connection' },
 };
 

@@ -22,6 +22,7 @@ import type { RetryPolicy, TimeoutPolicy } from '../policy/types.ts';
 import { declareEndpointMetrics, type EndpointMetrics, type EndpointSet } from '../proxy/endpoints.ts';
 import { declareUpstreamMetrics, upstreamClient, type UpstreamMetrics } from '../proxy/upstream-client.ts';
 import { declareTelemetryMetrics, telemetryLayer, type TelemetryMetrics } from '../telemetry/layer.ts';
+import { SluiceError } from './errors.ts';
 import type { Clock, Direction, Handler, Layer } from './types.ts';
 
 /** Every metric family the stack's layers own, declared once per registry. */
@@ -56,7 +57,8 @@ export interface RouteBuild {
   readonly retry: RetryPolicy | undefined;
   readonly budget: RetryBudget | undefined;
   readonly replayAllowance: ReplayAllowance;
-  readonly endpoints: EndpointSet;
+  /** undefined while the upstream has no endpoints (its names resolved to no address). */
+  readonly endpoints: EndpointSet | undefined;
   /** The caps and breaker this route's tries pass; undefined when the policy turns them off. */
   readonly breaker: Omit<BreakerBuild, 'upstream' | 'clock' | 'metrics'> | undefined;
   readonly deadlineHeader: string;
@@ -103,15 +105,19 @@ export function buildStack(b: RouteBuild): Handler {
       ? undefined
       : perTryTimeoutLayer({ direction, upstream, perTryMs: b.timeouts.perTryMs, metrics: metrics.timeouts }),
   ];
-  let handler: Handler = upstreamClient({
-    direction,
-    upstream,
-    metrics: metrics.upstream,
-    endpoints: b.endpoints,
-    idleMs: b.timeouts.idleMs,
-    deadlineHeader: b.deadlineHeader,
-    clock,
-  });
+  const endpoints = b.endpoints;
+  let handler: Handler =
+    endpoints === undefined
+      ? () => Promise.reject(new SluiceError('no-endpoints', upstream))
+      : upstreamClient({
+          direction,
+          upstream,
+          metrics: metrics.upstream,
+          endpoints,
+          idleMs: b.timeouts.idleMs,
+          deadlineHeader: b.deadlineHeader,
+          clock,
+        });
   for (let i = layers.length - 1; i >= 0; i--) {
     const layer = layers[i];
     if (layer !== undefined) handler = layer(handler);

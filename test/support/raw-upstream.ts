@@ -47,10 +47,10 @@ export async function deadPort(): Promise<number> {
 }
 
 /** Binds a test server to a free loopback port. */
-export async function listenLocal(server: NetServer): Promise<number> {
+export async function listenLocal(server: NetServer, host = '127.0.0.1', port = 0): Promise<number> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(port, host, () => resolve());
   });
   return (server.address() as AddressInfo).port;
 }

@@ -18,6 +18,9 @@ export interface ScriptedUpstreamOptions {
    * consumer, for backpressure tests). The request is recorded but never complete.
    */
   readonly stallBody?: (req: RecordedRequest) => boolean;
+  /** Listen address (default 127.0.0.1) and port (default: any free one). */
+  readonly host?: string;
+  readonly port?: number;
 }
 
 export interface ScriptedUpstream {
@@ -305,11 +308,12 @@ export async function startScriptedUpstream(script: Script = [], options: Script
     return closing;
   }
 
-  const port = await listenLocal(server);
+  const host = options.host ?? '127.0.0.1';
+  const port = await listenLocal(server, host, options.port ?? 0);
 
   return {
     port,
-    endpoint: `127.0.0.1:${port}`,
+    endpoint: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`,
     url: `http://127.0.0.1:${port}`,
     get requests() {
       return requests;
