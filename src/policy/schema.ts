@@ -91,6 +91,7 @@ export const DEFAULTS: Defaults = {
       baseEjectionMs: 1000,
       maxEjectionMs: 30000,
       maxEjectionPercent: 0.5,
+      probeIntervalMs: 500,
     },
     // Ejection handles one bad endpoint; the breaker is for when the upstream as a whole fails:
     // answering at once beats queueing tries it will fail. Slow calls depend on the service,
@@ -141,6 +142,7 @@ export const OUTLIER_FIELDS = {
   baseEjectionMs: { kind: 'int', min: 1, max: 3_600_000 },
   maxEjectionMs: { kind: 'int', min: 1, max: 3_600_000 },
   maxEjectionPercent: { kind: 'number', min: 0, max: 1 },
+  probeIntervalMs: { kind: 'int', min: 10, max: 3_600_000, off: true },
 } as const satisfies Record<string, FieldSpec>;
 
 export const SUCCESS_RATE_FIELDS = {

@@ -72,6 +72,12 @@ export interface OutlierDetectionPolicy {
   readonly maxEjectionMs: number;
   /** At most this share of endpoints ejected at once; the last one never is. */
   readonly maxEjectionPercent: number;
+  /**
+   * While ejected, an endpoint gets one real GET/HEAD first try this often as a probe (on routes
+   * that retry, so a failed probe is retried elsewhere); a probe that succeeds brings it back
+   * at once. undefined: ejected endpoints wait out their ejection.
+   */
+  readonly probeIntervalMs: number | undefined;
 }
 
 /** enforce: refuse; shadow: count and annotate what would be refused, refuse nothing; off. */

@@ -81,6 +81,18 @@ export class EndpointSet {
     return this.#balancer.pick(others > 0 ? this.#avoiding : eligible);
   }
 
+  /**
+   * An ejected endpoint due for a probe, or -1; see OutlierDetector.probe. The caller sends it
+   * only a try that is retried elsewhere if it fails, and gives up on it after probeTimeoutMs.
+   */
+  probe(): number {
+    return this.#detector.probe();
+  }
+
+  probeTimeoutMs(i: number): number | undefined {
+    return this.#detector.probeTimeoutMs(i);
+  }
+
   dispatcher(i: number): Dispatcher {
     return this.#b.dispatchers[i] as Dispatcher;
   }
@@ -91,7 +103,7 @@ export class EndpointSet {
   }
 
   /** One try on endpoint i settled: with a status at its headers, or with an error. */
-  settled(i: number, startedMs: number, statusCode: number | undefined, error: unknown): void {
+  settled(i: number, startedMs: number, statusCode: number | undefined, error: unknown, probe = false): void {
     const latencyMs = this.#b.clock.now() - startedMs;
     const verdict = statusCode !== undefined ? classifyResponse(statusCode) : classifyError(error);
     // Answers only teach the balancer latency, as in Linkerd. A failed try's time is no latency
@@ -100,6 +112,10 @@ export class EndpointSet {
     // Failures are ejection's business, and retries avoid the endpoint that just failed them.
     this.#balancer.end(i, verdict.failure ? Number.NaN : latencyMs);
     if (statusCode !== undefined) this.#detector.answered(i);
+    if (probe && statusCode !== undefined && !verdict.failure) {
+      this.#detector.probeSucceeded(i);
+      this.#b.log.info({ upstream: this.#b.upstream, endpoint: this.#name(i) }, 'probe answered: endpoint back early');
+    }
     // Not the endpoint's doing: the client left, the deadline ran out, or we refused locally.
     if (statusCode === undefined && !verdict.failure) return;
     const ejection = this.#detector.record(i, verdict.failure, latencyMs, startedMs);

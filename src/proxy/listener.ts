@@ -199,6 +199,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       attempt: 1,
       lastEndpoint: -1,
       retryReason: undefined,
+      probed: false,
       localReply: undefined,
       source: req.socket.remoteAddress ?? '',
       shadowRefusals: undefined,

@@ -4,7 +4,7 @@
 import { classifyError } from '../stack/classify.ts';
 import { SluiceError } from '../stack/errors.ts';
 import type { Registry } from 'prom-client';
-import type { Clock, Direction, Handler } from '../stack/types.ts';
+import type { Clock, Direction, Handler, RequestContext } from '../stack/types.ts';
 import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
 import type { EndpointSet } from './endpoints.ts';
 import { dispatchTry } from './upstream-exchange.ts';
@@ -32,6 +32,11 @@ export interface UpstreamClientBuild {
   readonly idleMs: number | undefined;
   readonly deadlineHeader: string;
   readonly clock: Clock;
+  /**
+   * The route retries GET/HEAD on failures and timeouts: a first try of one may probe an
+   * ejected endpoint (a failed probe then costs the client a retry, not an error).
+   */
+  readonly probes: boolean;
 }
 
 /** Undici and socket errors become typed errors with a stable code; our own pass through. */
@@ -56,10 +61,12 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
   const attempts = b.metrics.attempts.labels({ direction: b.direction, upstream: b.upstream });
   return (req, ctx) => {
     attempts.inc();
+    const probing = b.probes && ctx.attempt === 1 && (req.method === 'GET' || req.method === 'HEAD') ? endpoints.probe() : -1;
     // A retry avoids the endpoint that just failed it, when there is another (Envoy's
     // previous_hosts predicate): retrying on the same bad endpoint wastes the budget.
-    const i = endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
+    const i = probing >= 0 ? probing : endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
     ctx.lastEndpoint = i;
+    ctx.probed = probing >= 0;
     const headers = req.headers;
     if (ctx.deadlineMs !== Infinity) {
       // The next hop learns how much time is left, minus what we already spent. The list is this
@@ -71,12 +78,27 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
     }
     const startedMs = clock.now();
     endpoints.start(i);
-    return dispatchTry(
+    const tried = dispatchTry(
       endpoints.dispatcher(i),
       { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
       ctx,
       upstreamFailure,
-      (status, error) => endpoints.settled(i, startedMs, status, error),
+      (status, error) => endpoints.settled(i, startedMs, status, error, probing >= 0),
     );
+    if (probing < 0) return tried;
+    // A probe waits no longer than a healthy endpoint's answer may take: a still-hung endpoint
+    // costs the client that long plus a retry, not a whole per-try timeout.
+    const probeMs = endpoints.probeTimeoutMs(i);
+    if (probeMs === undefined) return tried;
+    const timer = setTimeout(abortProbe, probeMs, ctx);
+    return tried.finally(() => clearTimeout(timer));
   };
+}
+
+/** Ends an unanswered probe as a per-try timeout, which the retry layer retries elsewhere. */
+function abortProbe(ctx: RequestContext): void {
+  const listener = ctx.onCancel;
+  if (listener === undefined) return;
+  ctx.onCancel = undefined;
+  listener(new SluiceError('per-try-timeout', 'probe of an ejected endpoint went unanswered'));
 }

@@ -67,6 +67,16 @@ export interface RouteBuild {
   readonly metrics: StackMetrics;
 }
 
+/** A failed probe must be retried elsewhere: by status (503) and by timeout (the probe's own). */
+function canProbe(retry: RetryPolicy | undefined): boolean {
+  return (
+    retry !== undefined &&
+    retry.maxAttempts > 1 &&
+    retry.retryOn.includes('per-try-timeout') &&
+    retry.retryOnStatuses.includes(503)
+  );
+}
+
 export function buildStack(b: RouteBuild): Handler {
   const { direction, upstream, clock, metrics } = b;
   const layers: (Layer | undefined)[] = [
@@ -117,6 +127,7 @@ export function buildStack(b: RouteBuild): Handler {
           idleMs: b.timeouts.idleMs,
           deadlineHeader: b.deadlineHeader,
           clock,
+          probes: canProbe(b.retry),
         });
   for (let i = layers.length - 1; i >= 0; i--) {
     const layer = layers[i];

@@ -92,6 +92,11 @@ export interface RequestContext {
   lastEndpoint: number;
   /** Why the current attempt is a retry, for telemetry. */
   retryReason: string | undefined;
+  /**
+   * The last try probed an ejected endpoint (set by the upstream client). Its failure is
+   * retried without charging the retry budget: the probe was sluice's choice, not the load's.
+   */
+  probed: boolean;
   /** The local decision that ended the request, if any (a sluice-error code). */
   localReply: string | undefined;
   /** Who sent the request: the client's address (a rate-limit descriptor). */

@@ -67,6 +67,48 @@ describe('outlier ejection', () => {
     expect(metricSum(m, 'sluice_endpoints_ejected', { upstream: 'svc' })).toBe(0);
   });
 
+  it('probes an ejected endpoint: back as soon as it answers, long before its ejection ends; no client errors', async () => {
+    let healthy = false;
+    const { bad, sc } = await threeEndpoints(() => (healthy ? OK : { status: 503, body: 'down' }), {
+      baseEjectionMs: 60_000,
+      maxEjectionMs: 60_000,
+      probeIntervalMs: 20,
+    });
+    const statuses = await load(sc, 100, 2);
+    const probedWhileDown = bad.requests.length;
+    healthy = true;
+    while ((await sc.metrics()).some((m) => m.name === 'sluice_endpoints_ejected' && m.value > 0)) statuses.push(...(await load(sc, 10, 2)));
+    // Failed probes were retried elsewhere: the clients saw nothing of them.
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(probedWhileDown).toBeGreaterThan(5);
+    const before = bad.requests.length;
+    await load(sc, 30, 2);
+    expect(bad.requests.length).toBeGreaterThan(before);
+  });
+
+  it('a probe of a still-hung endpoint is given up after the stall allowance and retried elsewhere', async () => {
+    const perTryMs = 3000;
+    const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000, probeIntervalMs: 20 }, {
+      timeouts: { perTryMs, requestMs: 20_000 },
+    });
+    const ejected = async () =>
+      metricSum(await sc.metrics(), 'sluice_outlier_ejections_total', { upstream: 'svc', reason: 'stalled', mode: 'enforce' });
+    // Requests whose first try went to it before the ejection wait out their per-try timeout.
+    const early: Promise<unknown>[] = [];
+    while ((await ejected()) === 0) early.push(send({ port: sc.outboundPort, host: 'svc', path: '/early' }));
+    const probesBefore = bad.requests.length;
+    const slowest: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      const r = await send({ port: sc.outboundPort, host: 'svc', path: '/work' });
+      expect(r.status).toBe(200);
+      slowest.push(r.headMs);
+    }
+    // Probes went out, and none held its request for a per-try timeout.
+    expect(bad.requests.length).toBeGreaterThan(probesBefore);
+    expect(Math.max(...slowest)).toBeLessThan(perTryMs);
+    await Promise.allSettled(early);
+  });
+
   it('ejects a hanging endpoint as stalled, before its tries time out; clients see no errors', async () => {
     // Round-robin keeps sending to it until ejection does its job (p2c would steer away sooner).
     const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000 }, {
@@ -85,7 +127,7 @@ describe('outlier ejection', () => {
 
   it('with the default policy (p2c + ejection) a hanging endpoint costs clients nothing', async () => {
     // Timed-out tries teach the balancer no latency (that would starve the endpoint long after
-    // it recovers). p2c steers around its outstanding tries, and once three went unanswered
+    // it recovers). p2c steers around its outstanding tries, and once a few went unanswered
     // the stall check ejects it, long before five per-try timeouts could.
     const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000 }, {
       timeouts: { perTryMs: 1000, requestMs: 5000 },

@@ -16,6 +16,7 @@ export function testContext(over: Partial<RequestContext> = {}): RequestContext 
     attempt: 1,
     lastEndpoint: -1,
     retryReason: undefined,
+    probed: false,
     localReply: undefined,
     source: '127.0.0.1',
     shadowRefusals: undefined,

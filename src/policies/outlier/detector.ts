@@ -20,6 +20,11 @@
 //   a hung endpoint is cut off in tens of milliseconds instead of seconds. Tries started before
 //   the endpoint's last answer do not count, so one long request it is still working on while it
 //   answers others (or while the balancer sends it nothing) is no stall.
+// - Probes: every probeIntervalMs an ejected endpoint may be given one try (probe()); the caller
+//   sends only tries that are retried elsewhere if the probe fails, and gives up on a probe
+//   that waits longer than the stall allowance. A probe that is answered without failure ends
+//   the ejection at once (the endpoint comes back on probation), so a recovered endpoint is
+//   back within a probe interval instead of the rest of a growing ejection.
 // - Shadow mode runs the same state machine (so events, durations and the cap are exactly those
 //   enforce would produce) but eligible() stays all true.
 import type { OutlierDetectionPolicy } from '../../policy/types.ts';
@@ -32,7 +37,7 @@ export type OutlierPolicy = OutlierDetectionPolicy;
 export type OutlierReason = 'consecutive_failures' | 'success_rate' | 'latency' | 'stalled';
 
 /** Unanswered tries sent since an endpoint's last answer before it can count as stalled. */
-export const STALL_MIN_TRIES = 3;
+export const STALL_MIN_TRIES = 2;
 /**
  * Answers a peer needs before its latency is a yardstick for stalls. Fewer than the latency
  * check wants: a stall is no answer at all, so a rough idea of normal is enough, and soon after
@@ -141,6 +146,10 @@ export class OutlierDetector {
   /** Tries sent since the endpoint's last answer. */
   readonly #sentSinceAnswer: Float64Array;
   #nextStallCheckMs = 0;
+  /** When each ejected endpoint may next be probed. */
+  readonly #nextProbeMs: Float64Array;
+  /** Earliest of #nextProbeMs over ejected endpoints: probe() is O(1) before it. */
+  #nextProbeAnyMs = Infinity;
   #ejected = 0;
   /** Earliest ejectedUntil among ejected endpoints: the sweep for returns is skipped before it. */
   #nextReturnMs = Infinity;
@@ -172,6 +181,7 @@ export class OutlierDetector {
     this.#samples = new Float64Array(n);
     this.#waitingSince = new Float64Array(n).fill(Number.NaN);
     this.#sentSinceAnswer = new Float64Array(n);
+    this.#nextProbeMs = new Float64Array(n).fill(Infinity);
     this.#window =
       policy.successRate === undefined
         ? undefined
@@ -255,6 +265,49 @@ export class OutlierDetector {
   }
 
   /**
+   * An ejected endpoint due for a probe (it is then not due again for probeIntervalMs), or -1.
+   * Only enforced ejections are probed: in shadow mode the endpoint has traffic anyway.
+   */
+  probe(): number {
+    const intervalMs = this.#policy.probeIntervalMs;
+    const now = this.#clock.now();
+    if (intervalMs === undefined || now < this.#nextProbeAnyMs || this.#policy.mode !== 'enforce') return -1;
+    this.#sweep(now);
+    let due = -1;
+    let next = Infinity;
+    for (let i = 0; i < this.#n; i++) {
+      if (this.#ejectedUntil[i] === NOT_EJECTED) continue;
+      if (due < 0 && this.#nextProbeMs[i]! <= now) {
+        due = i;
+        this.#nextProbeMs[i] = now + intervalMs;
+      }
+      if (this.#nextProbeMs[i]! < next) next = this.#nextProbeMs[i]!;
+    }
+    this.#nextProbeAnyMs = next;
+    return due;
+  }
+
+  /**
+   * How long a probe of endpoint i may wait for its answer before the caller gives up on it:
+   * the stall allowance, when peers say what normal is; else undefined (the per-try timeout).
+   */
+  probeTimeoutMs(i: number): number | undefined {
+    const lat = this.#policy.latency;
+    if (lat === undefined) return undefined;
+    const median = this.#peerMedian(i, Math.min(lat.minRequests, STALL_PEER_SAMPLES));
+    return median === undefined ? undefined : Math.max(lat.factor * median, median + lat.minExcessMs);
+  }
+
+  /** A probe of endpoint i was answered without failure: it comes back now, on probation. */
+  probeSucceeded(i: number): void {
+    if (this.#ejectedUntil[i] === NOT_EJECTED) return;
+    const now = this.#clock.now();
+    this.#ejectedUntil[i] = now;
+    this.#nextReturnMs = Math.min(this.#nextReturnMs, now);
+    this.#sweep(now);
+  }
+
+  /**
    * Per endpoint: may it receive traffic now? Ejected endpoints whose time is up return here
    * (lazily, by the clock). In shadow/off mode all true. Returns the same array instance, updated
    * in place (no allocation per call); callers must not modify it.
@@ -332,6 +385,10 @@ export class OutlierDetector {
     const durationMs = Math.min(p.maxEjectionMs, multiplier * p.baseEjectionMs);
     const until = now + durationMs;
     this.#ejectedUntil[i] = until;
+    if (p.probeIntervalMs !== undefined) {
+      this.#nextProbeMs[i] = now + p.probeIntervalMs;
+      this.#nextProbeAnyMs = Math.min(this.#nextProbeAnyMs, this.#nextProbeMs[i]!);
+    }
     if (until < this.#nextReturnMs) this.#nextReturnMs = until;
     this.#ejected += 1;
     const enforced = p.mode === 'enforce';
@@ -351,6 +408,7 @@ export class OutlierDetector {
         continue;
       }
       this.#ejectedUntil[i] = NOT_EJECTED;
+      this.#nextProbeMs[i] = Infinity;
       this.#eligible[i] = true;
       this.#ejected -= 1;
       // Healthy time (for forgiveness) counts from when the ejection ended, not from when the

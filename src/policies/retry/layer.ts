@@ -91,6 +91,8 @@ export function retryLayer(b: RetryBuild): Layer {
 
   return (next) => {
     async function attempts(request: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+      /** This attempt is a retry the budget was charged for (and must be released). */
+      let charged = false;
       for (let attempt = 1; ; attempt++) {
         ctx.attempt = attempt;
         let outcome: Outcome;
@@ -99,7 +101,8 @@ export function retryLayer(b: RetryBuild): Layer {
         } catch (error) {
           outcome = { error };
         }
-        if (attempt > 1) budget?.release();
+        if (charged) budget?.release();
+        charged = false;
 
         const status = outcome.response?.statusCode;
         const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
@@ -127,9 +130,14 @@ export function retryLayer(b: RetryBuild): Layer {
           refused.deadline.inc();
           return settle(outcome);
         }
-        if (budget !== undefined && !budget.tryAcquire()) {
-          refused.budget.inc();
-          return settle(outcome);
+        // A failed probe of an ejected endpoint is retried free: probes are bounded by their
+        // interval, and a client must not pay for sluice's look at a sick endpoint.
+        if (budget !== undefined && !ctx.probed) {
+          if (!budget.tryAcquire()) {
+            refused.budget.inc();
+            return settle(outcome);
+          }
+          charged = true;
         }
         const body = outcome.response?.body;
         if (body != null && !Buffer.isBuffer(body)) body.discard();
@@ -138,7 +146,7 @@ export function retryLayer(b: RetryBuild): Layer {
         try {
           if (waitMs > 0) await sleep(waitMs, ctx);
         } catch (err) {
-          budget?.release();
+          if (charged) budget?.release();
           throw err;
         }
       }

@@ -12,6 +12,7 @@ function policy(over: Partial<OutlierPolicy> = {}): OutlierPolicy {
     baseEjectionMs: 1000,
     maxEjectionMs: 3500,
     maxEjectionPercent: 1,
+    probeIntervalMs: undefined,
     ...over,
   };
 }
@@ -389,6 +390,65 @@ describe('stalls', () => {
     send(d, 1, 3);
     clock.advance(1);
     expect(d.checkStalls()).toBeUndefined();
+  });
+});
+
+describe('probes', () => {
+  function ejected(over: Partial<OutlierPolicy> = {}) {
+    const t = setup(3, { probeIntervalMs: 200, latency: { factor: 3, minRequests: 5, minExcessMs: 50 }, ...over });
+    for (let k = 0; k < 5; k++) t.d.record(0, false, 10);
+    expect(fail(t.d, 2, 3)?.endpoint).toBe(2);
+    return t;
+  }
+
+  it('offers an ejected endpoint once per probe interval', () => {
+    const { clock, d } = ejected();
+    expect(d.probe()).toBe(-1);
+    clock.advance(199);
+    expect(d.probe()).toBe(-1);
+    clock.advance(1);
+    expect(d.probe()).toBe(2);
+    expect(d.probe()).toBe(-1);
+    clock.advance(200);
+    expect(d.probe()).toBe(2);
+  });
+
+  it('a probe answered without failure brings the endpoint back at once, on probation', () => {
+    const { clock, d } = ejected();
+    clock.advance(200);
+    expect(d.probe()).toBe(2);
+    d.probeSucceeded(2);
+    expect(d.eligible()).toEqual([true, true, true]);
+    expect(d.takeReturned()).toEqual([2]);
+    expect(d.record(2, true, 10)?.reason).toBe('consecutive_failures'); // probation: first failure ejects
+    expect(d.probe()).toBe(-1);
+  });
+
+  it('a failed probe changes nothing: the ejection runs its course', () => {
+    const { clock, d } = ejected();
+    clock.advance(200);
+    expect(d.probe()).toBe(2);
+    d.record(2, true, 10); // ignored: the endpoint is ejected
+    clock.advance(799);
+    expect(d.eligible()[2]).toBe(false);
+    clock.advance(1);
+    expect(d.eligible()[2]).toBe(true);
+    expect(d.probe()).toBe(-1); // back: nothing to probe
+  });
+
+  it('gives up on a probe after the stall allowance, when peers say what normal is', () => {
+    const { d } = ejected();
+    expect(d.probeTimeoutMs(2)).toBe(60); // max(3 × 10, 10 + 50)
+    expect(setup(3, { latency: undefined }).d.probeTimeoutMs(2)).toBeUndefined();
+  });
+
+  it('does not probe when off, or in shadow mode (the endpoint has traffic anyway)', () => {
+    const off = ejected({ probeIntervalMs: undefined });
+    off.clock.advance(500); // still ejected
+    expect(off.d.probe()).toBe(-1);
+    const shadow = ejected({ mode: 'shadow' });
+    shadow.clock.advance(200);
+    expect(shadow.d.probe()).toBe(-1);
   });
 });
 

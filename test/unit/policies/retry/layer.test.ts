@@ -163,6 +163,20 @@ describe('retry layer', () => {
     expect(budget.concurrent).toBe(0);
   });
 
+  it('retries a failed probe of an ejected endpoint without charging the budget', async () => {
+    const clock = new FakeClock();
+    const budget = new RetryBudget({ ratio: 0, windowMs: 10_000, minRetriesPerSecond: 0, maxConcurrentRetries: 10 }, clock);
+    const { layer, count } = build({ budget, clock });
+    const replies = [503, 200];
+    const next: Handler = async (_req, c) => {
+      c.probed = c.attempt === 1; // the upstream client probed on the first try
+      return answer(replies.shift() ?? 500);
+    };
+    expect((await layer(next)(request(), ctx())).statusCode).toBe(200);
+    expect(await count('sluice_retries_refused_total', { why: 'budget' })).toBe(0);
+    expect(budget.concurrent).toBe(0);
+  });
+
   it('stops at once when the exchange is cancelled', async () => {
     const { layer } = build();
     const c = ctx();
