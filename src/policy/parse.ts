@@ -15,6 +15,7 @@ import {
 } from './schema.ts';
 import { readAddress, readTimeouts } from './sections.ts';
 import type { InboundPolicy, ListenerAddress, OutboundPolicy, SidecarPolicy } from './types.ts';
+import { checkGlobalRateLimits, readRateLimits, readRedis } from './ratelimits.ts';
 import { readUpstreams } from './upstreams.ts';
 
 export { formatPolicyError, type ParseResult, type PolicyError } from './errors.ts';
@@ -87,7 +88,7 @@ function exact(f: Field | typeof BAD, want: string): boolean {
 }
 
 function readSpec(f: Field, name: string): SidecarPolicy | undefined {
-  const spec = f.map(['admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound']);
+  const spec = f.map(['admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound', 'redis']);
   if (spec === BAD) return undefined;
   const limits = spec.get('limits');
   const shutdown = spec.get('shutdown');
@@ -99,7 +100,15 @@ function readSpec(f: Field, name: string): SidecarPolicy | undefined {
     limits: limits ? readSection(limits, LIMITS_FIELDS, DEFAULTS.limits) : DEFAULTS.limits,
     shutdown: shutdown ? readSection(shutdown, SHUTDOWN_FIELDS, DEFAULTS.shutdown) : DEFAULTS.shutdown,
     deadlineHeader: readDeadlineHeader(spec.get('deadlineHeader')),
+    redis: readRedis(spec.get('redis')),
   };
+  // Each rule once: a rule inherited by several upstreams is the same object.
+  const rules = new Set([
+    ...policy.inbound.rateLimits,
+    ...policy.outbound.defaults.rateLimits,
+    ...policy.outbound.upstreams.flatMap((u) => u.rateLimits),
+  ]);
+  checkGlobalRateLimits([...rules], policy.redis);
   // Fields that failed fell back to defaults; comparing those would report conflicts nobody wrote.
   if (f.reader.errors.length === 0) checkListenerPorts(policy, spec);
   return policy;
@@ -117,7 +126,7 @@ function fieldsOf(f: Field | undefined, known: readonly string[]): MapView | und
 
 function readInbound(f: Field | undefined): InboundPolicy {
   const d = DEFAULTS.inbound;
-  const m = fieldsOf(f, ['listener', 'app', 'timeouts', 'maxDeadlineMs']);
+  const m = fieldsOf(f, ['listener', 'app', 'timeouts', 'maxDeadlineMs', 'rateLimits']);
   const maxDeadline = m?.get('maxDeadlineMs');
   const maxDeadlineMs = maxDeadline ? readValue(maxDeadline, MAX_DEADLINE, undefined) : d.maxDeadlineMs;
   return {
@@ -126,6 +135,7 @@ function readInbound(f: Field | undefined): InboundPolicy {
     app: readAddress(m?.get('app'), d.app, 1),
     timeouts: readTimeouts(m?.get('timeouts'), d.timeouts),
     maxDeadlineMs: maxDeadlineMs === BAD ? d.maxDeadlineMs : (maxDeadlineMs as number | undefined),
+    rateLimits: readRateLimits(m?.get('rateLimits'), []),
   };
 }
 

@@ -1,6 +1,7 @@
 // The parsed policy: frozen, typed, units in names, `undefined` = off. Produced only by
 // ./parse.ts from a SidecarPolicy document; everything downstream trusts these shapes.
 import type { DnsPolicy } from './dns.ts';
+import type { RateLimitPolicy, RedisPolicy } from './ratelimits.ts';
 
 export interface TimeoutPolicy {
   /** Opening a TCP connection to an endpoint. */
@@ -141,6 +142,8 @@ export interface UpstreamPolicy {
   readonly loadBalancer: LoadBalancerPolicy;
   readonly outlierDetection: OutlierDetectionPolicy;
   readonly circuitBreaker: CircuitBreakerPolicy;
+  /** Every rule that applies to a request must admit it (per request, before retries). */
+  readonly rateLimits: readonly RateLimitPolicy[];
   /** Routes in match order; a final catch-all route named 'default' is always present. */
   readonly routes: readonly RoutePolicy[];
 }
@@ -156,6 +159,8 @@ export interface InboundPolicy {
   readonly timeouts: TimeoutPolicy;
   /** Longest deadline a caller may ask for through the deadline header. */
   readonly maxDeadlineMs: number | undefined;
+  /** Admission of inbound requests by rate (per tenant, per source...). */
+  readonly rateLimits: readonly RateLimitPolicy[];
 }
 
 export interface ServerLimits {
@@ -187,4 +192,6 @@ export interface SidecarPolicy {
   readonly shutdown: { readonly graceMs: number };
   /** Header that carries the remaining deadline (ms) to the next hop. */
   readonly deadlineHeader: string;
+  /** Where global rate limits are shared; undefined: no global limits. */
+  readonly redis: RedisPolicy | undefined;
 }

@@ -1,6 +1,7 @@
 // Outbound defaults, upstreams and their routes. Each level merges over the one above it:
 // built-in defaults < outbound.defaults < upstream < route.
 import { DNS_DEFAULTS, readDns } from './dns.ts';
+import { readRateLimits } from './ratelimits.ts';
 import { BAD, type Field } from './reader.ts';
 import { DEFAULTS, MAX_CONNECTIONS, readValue } from './schema.ts';
 import {
@@ -25,6 +26,7 @@ type Level = Pick<
   | 'outlierDetection'
   | 'circuitBreaker'
   | 'dns'
+  | 'rateLimits'
 >;
 
 const LEVEL_FIELDS = [
@@ -36,6 +38,7 @@ const LEVEL_FIELDS = [
   'outlierDetection',
   'circuitBreaker',
   'dns',
+  'rateLimits',
 ] as const;
 const UPSTREAM_FIELDS = ['name', 'hosts', 'endpoints', ...LEVEL_FIELDS, 'routes'] as const;
 const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry', 'circuitBreaker'] as const;
@@ -56,6 +59,7 @@ const BUILT_IN: Level = {
   outlierDetection: DEFAULTS.outbound.outlierDetection,
   circuitBreaker: DEFAULTS.outbound.circuitBreaker,
   dns: DNS_DEFAULTS,
+  rateLimits: [],
 };
 
 function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy): Level {
@@ -71,6 +75,7 @@ function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy
     outlierDetection: readOutlierDetection(f.lookup('outlierDetection'), base.outlierDetection),
     circuitBreaker: readCircuitBreaker(f.lookup('circuitBreaker'), base.circuitBreaker),
     dns: readDns(f.lookup('dns'), base.dns),
+    rateLimits: readRateLimits(f.lookup('rateLimits'), base.rateLimits),
   };
 }
 

@@ -7,6 +7,9 @@ import type { Endpoint, OutboundPolicy, RoutePolicy, SidecarPolicy, UpstreamPoli
 import { buildStack, type StackMetrics } from '../stack/order.ts';
 import type { Clock, Direction, Handler } from '../stack/types.ts';
 import { isIP } from 'node:net';
+import { createRateLimitBuild, type RateLimitBuild } from '../policies/ratelimit/layer.ts';
+import type { GlobalStore } from '../policies/ratelimit/redis-link.ts';
+import type { RateLimitPolicy } from '../policy/ratelimits.ts';
 import type { DnsFunctions } from './dns/resolve.ts';
 import { DnsWatcher, type DnsMetrics } from './dns/watcher.ts';
 import { EndpointSet } from './endpoints.ts';
@@ -36,6 +39,8 @@ export interface RuntimeDeps {
   readonly podName: string | undefined;
   /** Resolver functions for endpoint names; default node:dns with the system's servers. */
   readonly dns: (() => DnsFunctions) | undefined;
+  /** The sidecar's Redis link for global rate limits under the policy being applied, if any. */
+  readonly rateLimitStore: () => GlobalStore | undefined;
 }
 
 type UpstreamShape = Omit<UpstreamPolicy, 'name' | 'hosts' | 'endpoints'>;
@@ -51,6 +56,7 @@ class UpstreamRuntime {
     endpointSet: EndpointSet | undefined,
     budget: RetryBudget | undefined,
     guards: UpstreamGuards,
+    rateLimit: RateLimitBuild | undefined,
     policy: SidecarPolicy,
     deps: RuntimeDeps,
   ) {
@@ -78,6 +84,7 @@ class UpstreamRuntime {
           replayAllowance: deps.replayAllowance,
           endpoints: endpointSet,
           breaker: breakerBuild(route),
+          rateLimit,
           deadlineHeader: policy.deadlineHeader,
           clock: deps.clock,
           random: deps.random,
@@ -97,6 +104,27 @@ class UpstreamRuntime {
     // Unreachable while the parser appends the catch-all 'default' route; kept total anyway.
     return (this.#routes[this.#routes.length - 1] as { target: RouteTarget }).target;
   }
+}
+
+/** An upstream's rate-limit build; rules whose buckets mean the same keep them (no fresh burst). */
+function rateLimitFor(
+  direction: Direction,
+  upstream: string,
+  rules: readonly RateLimitPolicy[],
+  previous: RateLimitBuild | undefined,
+  deps: RuntimeDeps,
+): RateLimitBuild {
+  const build = createRateLimitBuild({
+    direction,
+    upstream,
+    rules,
+    store: deps.rateLimitStore(),
+    clock: deps.clock,
+    metrics: deps.metrics.rateLimit,
+    previous,
+  });
+  if (previous !== build) previous?.close();
+  return build;
 }
 
 /** Parses an authority into an endpoint: `host`, `host:port`, `[v6]:port`; port 80 by default. */
@@ -186,6 +214,8 @@ export class OutboundRouter {
   #sets = new Map<string, KeptSet>();
   #guards = new Map<string, UpstreamGuards>();
   #resolutions = new Map<string, Resolution>();
+  #rateLimits = new Map<string, RateLimitBuild>();
+  #passthroughRateLimit: RateLimitBuild | undefined;
   #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint; guards: UpstreamGuards }>();
   #passthroughBudget: RetryBudget | undefined;
 
@@ -199,8 +229,15 @@ export class OutboundRouter {
     const out: OutboundPolicy = policy.outbound;
     const retire = retireMs(this.#policy ?? policy);
     this.#policy = policy;
-    const previous = { budgets: this.#budgets, sets: this.#sets, guards: this.#guards, resolutions: this.#resolutions };
+    const previous = {
+      budgets: this.#budgets,
+      sets: this.#sets,
+      guards: this.#guards,
+      resolutions: this.#resolutions,
+      rateLimits: this.#rateLimits,
+    };
     this.#byHost = new Map();
+    this.#rateLimits = new Map();
     this.#budgets = new Map();
     this.#sets = new Map();
     this.#guards = new Map();
@@ -210,8 +247,18 @@ export class OutboundRouter {
       const budget = carryBudget(previous.budgets.get(u.name), u.retryBudget, this.#deps.clock);
       if (budget !== undefined) this.#budgets.set(u.name, budget);
       this.#guards.set(u.name, UpstreamGuards.build(u.name, u, previous.guards.get(u.name), this.#deps, true));
+      this.#rateLimits.set(u.name, rateLimitFor('outbound', u.name, u.rateLimits, previous.rateLimits.get(u.name), this.#deps));
       this.#build(u, previous.sets.get(u.name));
     }
+    for (const [name, b] of previous.rateLimits) if (!this.#rateLimits.has(name)) b.close();
+    // Forwarded unknown hosts share one build, as they share one budget.
+    this.#passthroughRateLimit = rateLimitFor(
+      'outbound',
+      'passthrough',
+      out.defaults.rateLimits,
+      this.#passthroughRateLimit,
+      this.#deps,
+    );
     // One budget for all forwarded unknown hosts: they share the defaults' meaning.
     this.#passthroughBudget = carryBudget(this.#passthroughBudget, out.defaults.retryBudget, this.#deps.clock);
     for (const [name, kept] of previous.sets) if (!this.#sets.has(name)) kept.set?.retire();
@@ -242,7 +289,8 @@ export class OutboundRouter {
     const guards = this.#guards.get(u.name) as UpstreamGuards;
     const budget = this.#budgets.get(u.name);
     const policy = this.#policy as SidecarPolicy;
-    const runtime = new UpstreamRuntime('outbound', u.name, u, endpoints, kept.set, budget, guards, policy, this.#deps);
+    const rateLimit = this.#rateLimits.get(u.name);
+    const runtime = new UpstreamRuntime('outbound', u.name, u, endpoints, kept.set, budget, guards, rateLimit, policy, this.#deps);
     for (const host of u.hosts) this.#byHost.set(host, runtime);
   }
 
@@ -315,6 +363,7 @@ export class OutboundRouter {
       set,
       this.#passthroughBudget,
       guards,
+      this.#passthroughRateLimit,
       policy,
       this.#deps,
     );
@@ -340,6 +389,7 @@ export class InboundRouter {
   #runtime: UpstreamRuntime | undefined;
   #set: KeptSet | undefined;
   #guards: UpstreamGuards | undefined;
+  #rateLimit: RateLimitBuild | undefined;
   #policy: SidecarPolicy | undefined;
 
   constructor(deps: RuntimeDeps, pools: PoolSet) {
@@ -375,7 +425,8 @@ export class InboundRouter {
     this.#policy = policy;
     this.#set = endpointSetFor('app', shape, [app], this.#pools, this.#deps, this.#set);
     this.#guards = UpstreamGuards.build('app', shape, this.#guards, this.#deps, true);
-    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, this.#guards, policy, this.#deps);
+    this.#rateLimit = rateLimitFor('inbound', 'app', policy.inbound.rateLimits, this.#rateLimit, this.#deps);
+    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, this.#guards, this.#rateLimit, policy, this.#deps);
     this.#pools.retain([[app, poolSettings(shape)]], retire);
   }
 

@@ -8,6 +8,7 @@ import type { SidecarPolicy } from '../policy/types.ts';
 import { ReplayAllowance } from '../policies/retry/replay-body.ts';
 import { SluiceError } from '../stack/errors.ts';
 import { declareStackMetrics } from '../stack/order.ts';
+import { RedisLink } from '../policies/ratelimit/redis-link.ts';
 import type { DnsFunctions } from './dns/resolve.ts';
 import { declareDnsMetrics } from './dns/watcher.ts';
 import { systemClock, type Clock } from '../stack/types.ts';
@@ -66,6 +67,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     podName: process.env['POD_NAME'],
     dns: opts.dns,
     replayAllowance,
+    rateLimitStore: () => redis?.link,
   };
   const policyMetrics = declarePolicyMetrics(registry);
 
@@ -79,10 +81,33 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   let draining = false;
   const ownPorts = new Set<number>();
 
+  /** The Redis link for global rate limits, made anew only when `spec.redis` changes. */
+  let redis: { readonly key: string; readonly link: RedisLink } | undefined;
   const install = (policy: SidecarPolicy): void => {
     replayAllowance.setLimit(policy.limits.maxRetryBufferBytes);
+    const previousRedis = redis;
+    const key = JSON.stringify(policy.redis ?? null);
+    if (redis?.key !== key) {
+      redis =
+        policy.redis === undefined
+          ? undefined
+          : {
+              key,
+              link: new RedisLink({
+                policy: policy.redis,
+                metrics: deps.metrics.rateLimit,
+                ...(deps.podName === undefined ? {} : { sidecarId: deps.podName }),
+                onStateChange: (state) =>
+                  state === 'down'
+                    ? log.warn({ redis: `${policy.redis?.host}:${policy.redis?.port}` }, 'redis unreachable: global rate limits fall back to onRedisDown')
+                    : log.info({ state }, 'redis for global rate limits'),
+              }),
+            };
+    }
     outboundRouter.apply(policy);
     inboundRouter.apply(policy);
+    // Builds made under the old link are gone now; it closes in the background.
+    if (previousRedis !== undefined && previousRedis !== redis) void previousRedis.link.close().catch(() => {});
     current = policy;
     policyMetrics.info.reset();
     policyMetrics.info.labels({ name: policy.name }).set(1);
@@ -145,6 +170,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ownPorts.add(admin.address.port);
   } catch (err) {
     outboundRouter.close();
+    await redis?.link.close();
     await Promise.all(listeners.map((l) => l.close()));
     await Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
     throw err;
@@ -153,7 +179,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
 
   const closePools = (): Promise<unknown> => {
     outboundRouter.close();
-    return Promise.all([pools.close(), passthroughPools.close(), inboundPools.close()]);
+    return Promise.all([pools.close(), passthroughPools.close(), inboundPools.close(), redis?.link.close()]);
   };
 
   return {

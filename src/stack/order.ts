@@ -2,12 +2,13 @@
 // undefined); it never reorders them. Each line says why the layer sits where it does.
 //
 // DESIGN.md's full outbound order, with the layers still to come marked (later):
-//   telemetry → deadline → rate limit (later) → retry + budget → caps + circuit breaker →
+//   telemetry → deadline → rate limit → retry + budget → caps + circuit breaker →
 //   credits (later) → per-try timeout → upstream client, which balances (p2c-ewma) over the
 //   endpoints outlier ejection leaves in rotation: both learn from each try where it settles.
-// Inbound today: telemetry → deadline → app; admission, credit grant and idempotency (later)
-// go between deadline and the app client.
+// Inbound today: telemetry → deadline → rate limit → app; adaptive concurrency, credit grant
+// and idempotency (later) go between rate limit and the app client.
 import type { Registry } from 'prom-client';
+import { declareRateLimitMetrics, rateLimitLayer, type RateLimitBuild, type RateLimitMetrics } from '../policies/ratelimit/layer.ts';
 import { breakerLayer, declareBreakerMetrics, type BreakerBuild, type BreakerMetrics } from '../policies/breaker/layer.ts';
 import { retryLayer, declareRetryMetrics, type RetryMetrics } from '../policies/retry/layer.ts';
 import type { RetryBudget } from '../policies/retry/budget.ts';
@@ -33,6 +34,7 @@ export interface StackMetrics {
   readonly upstream: UpstreamMetrics;
   readonly endpoints: EndpointMetrics;
   readonly breaker: BreakerMetrics;
+  readonly rateLimit: RateLimitMetrics;
 }
 
 export function declareStackMetrics(registry: Registry): StackMetrics {
@@ -43,6 +45,7 @@ export function declareStackMetrics(registry: Registry): StackMetrics {
     upstream: declareUpstreamMetrics(registry),
     endpoints: declareEndpointMetrics(registry),
     breaker: declareBreakerMetrics(registry),
+    rateLimit: declareRateLimitMetrics(registry),
   };
 }
 
@@ -59,6 +62,8 @@ export interface RouteBuild {
   readonly replayAllowance: ReplayAllowance;
   /** undefined while the upstream has no endpoints (its names resolved to no address). */
   readonly endpoints: EndpointSet | undefined;
+  /** The upstream's rate-limit rules (shared by its routes; rules match routes themselves). */
+  readonly rateLimit: RateLimitBuild | undefined;
   /** The caps and breaker this route's tries pass; undefined when the policy turns them off. */
   readonly breaker: Omit<BreakerBuild, 'upstream' | 'clock' | 'metrics'> | undefined;
   readonly deadlineHeader: string;
@@ -92,7 +97,9 @@ export function buildStack(b: RouteBuild): Handler {
       clock,
       metrics: metrics.timeouts,
     }),
-    // (later: rate limit — refuses before a retry could multiply the request)
+    // Per request, before retries: a refused request is refused once, and retries (which the
+    // budget bounds) are not charged to the caller's rate.
+    b.rateLimit === undefined || b.rateLimit.limiters.length === 0 ? undefined : rateLimitLayer(b.rateLimit),
     // Retries inside the deadline, bounded by attempts and the upstream's budget.
     b.retry === undefined
       ? undefined
