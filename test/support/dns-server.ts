@@ -8,6 +8,7 @@
 // about a hundred lines, and it keeps package.json free of a dependency only tests would use.
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
+import { waiters } from './waiters.ts';
 
 export interface DnsRecord {
   readonly address: string;
@@ -63,7 +64,7 @@ export async function startDnsServer(zone: Record<string, DnsAnswer> = {}): Prom
   const answers = new Map<string, DnsAnswer>();
   for (const [name, answer] of Object.entries(zone)) answers.set(normalize(name), answer);
   const queries: DnsQuery[] = [];
-  const checks = new Set<() => void>();
+  const wait = waiters('dns server', () => `${queries.length} queries`);
   const socket: Socket = createSocket('udp4');
 
   socket.on('message', (msg: Buffer, from: RemoteInfo) => {
@@ -84,7 +85,7 @@ export async function startDnsServer(zone: Record<string, DnsAnswer> = {}): Prom
         socket.send(reply, from.port, from.address);
       }
     }
-    for (const c of [...checks]) c();
+    wait.poke();
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -103,22 +104,8 @@ export async function startDnsServer(zone: Record<string, DnsAnswer> = {}): Prom
     return queries.filter((q) => (want === undefined || q.name === want) && (type === undefined || q.type === type)).length;
   }
 
-  function waitUntil(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-    if (check()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => {
-        checks.delete(run);
-        reject(new Error(`dns server: timed out after ${timeoutMs} ms waiting for ${what} (saw ${queries.length} queries)`));
-      }, timeoutMs);
-      const run = (): void => {
-        if (!check()) return;
-        checks.delete(run);
-        clearTimeout(t);
-        resolve();
-      };
-      checks.add(run);
-    });
-  }
+  const waitUntil = wait.waitUntil;
+
 
   return {
     port,
@@ -133,7 +120,7 @@ export async function startDnsServer(zone: Record<string, DnsAnswer> = {}): Prom
       return waitUntil(() => count(name, type) >= n, `${n} ${type ? `${type} ` : ''}queries for ${name}`, timeoutMs);
     },
     close() {
-      for (const c of [...checks]) checks.delete(c);
+      wait.clear();
       return new Promise<void>((resolve) => socket.close(() => resolve()));
     },
   };

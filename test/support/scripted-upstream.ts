@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { ByteTally, patternChunk } from './pattern.ts';
 import type { RecordedRequest, ReplyStep, Script, Step } from './steps.ts';
 import { listenLocal } from './raw-upstream.ts';
+import { waiters } from './waiters.ts';
 
 export type * from './steps.ts';
 
@@ -52,7 +53,7 @@ export async function startScriptedUpstream(script: Script = [], options: Script
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
   const requests: RecordedRequest[] = [];
-  const checks = new Set<() => void>();
+  const wait = waiters('scripted upstream', () => `${requests.length} requests`);
   const complete = new Set<number>();
   let current: Script = script;
   let queuePos = 0;
@@ -107,26 +108,8 @@ export async function startScriptedUpstream(script: Script = [], options: Script
   }
 
   // Every event that could satisfy a waiter re-runs all waiters' checks: few waiters, few events.
-  function poke(): void {
-    for (const c of [...checks]) c();
-  }
-
-  function waitUntil(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-    if (check()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => {
-        checks.delete(run);
-        reject(new Error(`scripted upstream: timed out after ${timeoutMs} ms waiting for ${what} (saw ${requests.length} requests)`));
-      }, timeoutMs);
-      const run = (): void => {
-        if (!check()) return;
-        checks.delete(run);
-        clearTimeout(t);
-        resolve();
-      };
-      checks.add(run);
-    });
-  }
+  const poke = wait.poke;
+  const waitUntil = wait.waitUntil;
 
   server.on('connection', (socket: Socket) => {
     connections++;

@@ -1,18 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { TokenBucket } from '../../../../src/policies/ratelimit/token-bucket.ts';
 import { FakeClock } from '../../../support/fake-clock.ts';
-
-/** Deterministic PRNG (mulberry32) so random traffic replays exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../../../support/prng.ts';
 
 describe('TokenBucket', () => {
   it.each([

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { RetryBudgetPolicy } from '../../../../src/policy/types.ts';
 import { BUDGET_BUCKETS, RetryBudget } from '../../../../src/policies/retry/budget.ts';
 import { FakeClock } from '../../../support/fake-clock.ts';
+import { prng } from '../../../support/prng.ts';
 
 function policy(over: Partial<RetryBudgetPolicy> = {}): RetryBudgetPolicy {
   return { ratio: 0.2, windowMs: 1000, minRetriesPerSecond: 0, maxConcurrentRetries: 1000, ...over };
@@ -27,18 +28,6 @@ function bound(p: RetryBudgetPolicy, requests: number, elapsedMs: number): numbe
   const m = p.minRetriesPerSecond;
   const capacity = m > 0 ? Math.max(1, m) : 0;
   return p.ratio * requests + capacity + (m * elapsedMs) / 1000;
-}
-
-/** Deterministic PRNG (mulberry32) so random traffic tests replay exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('RetryBudget construction', () => {
