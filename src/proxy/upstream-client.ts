@@ -33,8 +33,8 @@ export interface UpstreamClientBuild {
   readonly deadlineHeader: string;
   readonly clock: Clock;
   /**
-   * The route retries GET/HEAD on failures and timeouts: a first try of one may probe an
-   * ejected endpoint (a failed probe then costs the client a retry, not an error).
+   * The route retries (maxAttempts > 1): a first try of a GET/HEAD may probe an ejected
+   * endpoint; the retry layer retries a failed probe whatever it failed with.
    */
   readonly probes: boolean;
 }
@@ -61,7 +61,9 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
   const attempts = b.metrics.attempts.labels({ direction: b.direction, upstream: b.upstream });
   return (req, ctx) => {
     attempts.inc();
-    const probing = b.probes && ctx.attempt === 1 && (req.method === 'GET' || req.method === 'HEAD') ? endpoints.probe() : -1;
+    // Probes are bodiless GET/HEAD first tries: idempotent, and always replayable elsewhere.
+    const probing =
+      b.probes && ctx.attempt === 1 && req.body === null && (req.method === 'GET' || req.method === 'HEAD') ? endpoints.probe() : -1;
     // A retry avoids the endpoint that just failed it, when there is another (Envoy's
     // previous_hosts predicate): retrying on the same bad endpoint wastes the budget.
     const i = probing >= 0 ? probing : endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);

@@ -72,14 +72,9 @@ export interface RouteBuild {
   readonly metrics: StackMetrics;
 }
 
-/** A failed probe must be retried elsewhere: by status (503) and by timeout (the probe's own). */
+/** A failed probe must be retried elsewhere (the retry layer retries it whatever it failed with). */
 function canProbe(retry: RetryPolicy | undefined): boolean {
-  return (
-    retry !== undefined &&
-    retry.maxAttempts > 1 &&
-    retry.retryOn.includes('per-try-timeout') &&
-    retry.retryOnStatuses.includes(503)
-  );
+  return retry !== undefined && retry.maxAttempts > 1;
 }
 
 export function buildStack(b: RouteBuild): Handler {

@@ -86,6 +86,23 @@ describe('outlier ejection', () => {
     expect(bad.requests.length).toBeGreaterThan(before);
   });
 
+  it.each([
+    ['500', (): Step => ({ status: 500, body: 'boom' })],
+    ['reset', (): Step => 'reset'],
+  ])('probes of an endpoint failing with %s are retried elsewhere: clients never see its errors', async (_kind, step) => {
+    const { sc } = await threeEndpoints(step, { consecutiveFailures: 3, baseEjectionMs: 60_000, maxEjectionMs: 60_000, probeIntervalMs: 20 }, {
+      retry: { retryOnStatuses: [502, 503, 504] },
+    });
+    const ejected = async () => metricSum(await sc.metrics(), 'sluice_endpoints_ejected', { upstream: 'svc' });
+    // Before the ejection a 500 is the upstream's answer to give; after it, probes must not leak.
+    while ((await ejected()) === 0) await send({ port: sc.outboundPort, host: 'svc', path: '/' });
+    const probesBefore = metricSum(await sc.metrics(), 'sluice_retries_total', { upstream: 'svc' });
+    const statuses = await load(sc, 150, 1);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    // Probes did go out (and were retried) while the clients saw only 200s.
+    expect(metricSum(await sc.metrics(), 'sluice_retries_total', { upstream: 'svc' })).toBeGreaterThan(probesBefore);
+  });
+
   it('a probe of a still-hung endpoint is given up after the stall allowance and retried elsewhere', async () => {
     const perTryMs = 3000;
     const { bad, sc } = await threeEndpoints(() => 'hang', { baseEjectionMs: 60_000, maxEjectionMs: 60_000, probeIntervalMs: 20 }, {

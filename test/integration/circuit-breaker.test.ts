@@ -69,7 +69,8 @@ describe('circuit breaker', () => {
   });
 
   it('a failed probe re-opens it for twice as long', async () => {
-    const { sc } = await sidecarFor(() => DOWN, { minRequests: 5, openMs: 100, maxOpenMs: 60_000 });
+    // The re-open lasts 2 × 500 ms: ample time for the request that must find it open.
+    const { sc } = await sidecarFor(() => DOWN, { minRequests: 5, openMs: 500, maxOpenMs: 60_000 });
     for (let i = 0; i < 5; i++) await get(sc);
     await until(sc, 'half_open');
     expect((await get(sc)).text).toBe('down');

@@ -159,16 +159,19 @@ export function breakerLayer(b: BreakerBuild): Layer | undefined {
     }
     caps.inFlight++;
     const startedMs = clock.now();
+    // A probe of an ejected endpoint (ctx.probed, set by the upstream client) says nothing about
+    // the upstream as a whole: ejection already knows that endpoint is sick.
     return next(req, ctx).then(
       (response: ProxyResponse) => {
         caps.inFlight--;
-        breaker.record(generation, classifyResponse(response.statusCode).failure, clock.now() - startedMs);
+        if (ctx.probed) breaker.abandon(generation);
+        else breaker.record(generation, classifyResponse(response.statusCode).failure, clock.now() - startedMs);
         return response;
       },
       (err: unknown) => {
         caps.inFlight--;
         const verdict = classifyError(err);
-        if (verdict.failure) breaker.record(generation, true, clock.now() - startedMs);
+        if (verdict.failure && !ctx.probed) breaker.record(generation, true, clock.now() - startedMs);
         else breaker.abandon(generation);
         throw err;
       },

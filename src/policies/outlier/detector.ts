@@ -145,6 +145,8 @@ export class OutlierDetector {
   readonly #waitingSince: Float64Array;
   /** Tries sent since the endpoint's last answer. */
   readonly #sentSinceAnswer: Float64Array;
+  /** Tries in flight on the endpoint now: with none, there is nothing left to be stalled on. */
+  readonly #waiting: Float64Array;
   #nextStallCheckMs = 0;
   /** When each ejected endpoint may next be probed. */
   readonly #nextProbeMs: Float64Array;
@@ -181,6 +183,7 @@ export class OutlierDetector {
     this.#samples = new Float64Array(n);
     this.#waitingSince = new Float64Array(n).fill(Number.NaN);
     this.#sentSinceAnswer = new Float64Array(n);
+    this.#waiting = new Float64Array(n);
     this.#nextProbeMs = new Float64Array(n).fill(Infinity);
     this.#window =
       policy.successRate === undefined
@@ -230,10 +233,20 @@ export class OutlierDetector {
   started(i: number): void {
     if (Number.isNaN(this.#waitingSince[i]!)) this.#waitingSince[i] = this.#clock.now();
     this.#sentSinceAnswer[i]! += 1;
+    this.#waiting[i]! += 1;
   }
 
-  /** Endpoint i answered a try (response headers, any status): it is alive. */
-  answered(i: number): void {
+  /**
+   * A try on endpoint i ended: `answered` with response headers (any status: it is alive), or
+   * not (reset, timeout, client gone). Once nothing is in flight there is nothing to be stalled
+   * on: tries that ended unanswered are the other checks' evidence, not a stall's.
+   */
+  ended(i: number, answered: boolean): void {
+    this.#waiting[i] = Math.max(0, this.#waiting[i]! - 1);
+    if (answered || this.#waiting[i] === 0) this.#clearWait(i);
+  }
+
+  #clearWait(i: number): void {
     this.#waitingSince[i] = Number.NaN;
     this.#sentSinceAnswer[i] = 0;
   }
@@ -257,8 +270,7 @@ export class OutlierDetector {
       const allowedMs = Math.max(lat.factor * median, median + lat.minExcessMs);
       if (now - this.#waitingSince[i]! <= allowedMs) continue;
       const ejection = this.#eject(i, 'stalled', now);
-      // Its waiting tries ejected it; they must not count again when they time out.
-      this.answered(i);
+      // A refused ejection keeps its evidence: it fires again when room frees up.
       if (ejection !== undefined) return ejection;
     }
     return undefined;
@@ -385,6 +397,8 @@ export class OutlierDetector {
     const durationMs = Math.min(p.maxEjectionMs, multiplier * p.baseEjectionMs);
     const until = now + durationMs;
     this.#ejectedUntil[i] = until;
+    // The tries that ejected it must not count again once it is back.
+    this.#clearWait(i);
     if (p.probeIntervalMs !== undefined) {
       this.#nextProbeMs[i] = now + p.probeIntervalMs;
       this.#nextProbeAnyMs = Math.min(this.#nextProbeAnyMs, this.#nextProbeMs[i]!);
@@ -409,6 +423,8 @@ export class OutlierDetector {
       }
       this.#ejectedUntil[i] = NOT_EJECTED;
       this.#nextProbeMs[i] = Infinity;
+      // Probes given up during the ejection are no evidence against the returned endpoint.
+      this.#clearWait(i);
       this.#eligible[i] = true;
       this.#ejected -= 1;
       // Healthy time (for forgiveness) counts from when the ejection ended, not from when the

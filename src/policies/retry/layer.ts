@@ -107,7 +107,10 @@ export function retryLayer(b: RetryBuild): Layer {
         const status = outcome.response?.statusCode;
         const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
         // isRetryable, not verdict.failure: a listed status such as 429 is retried though it is no failure.
-        if (ctx.cancelled !== undefined || !isRetryable(verdict, status, policy)) return settle(outcome);
+        // A failed probe of an ejected endpoint is retried whatever it failed with: the client
+        // must not see the errors of an endpoint sluice chose to look at.
+        const retryable = isRetryable(verdict, status, policy) || (ctx.probed && verdict.failure);
+        if (ctx.cancelled !== undefined || !retryable) return settle(outcome);
         if (attempt >= policy.maxAttempts) {
           refused.attempts.inc();
           return settle(outcome);

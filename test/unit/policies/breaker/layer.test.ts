@@ -110,6 +110,16 @@ describe('circuit breaker layer', () => {
     expect(breaker.state).toBe('open');
   });
 
+  it('does not count probes of ejected endpoints: ejection already knows that endpoint is sick', async () => {
+    const { handler, breaker } = build({ minRequests: 3 }, async (_req, c) => {
+      c.probed = true;
+      return reply(503);
+    });
+    for (let k = 0; k < 5; k++) await handler(REQ, testContext());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(breaker.state).toBe('closed');
+  });
+
   it('caps tries in flight: the next is refused with 503 overloaded, and the slot comes back', async () => {
     const { next, releaseAll } = pendingNext();
     const { handler, caps } = build({ maxRequests: 2 }, next);

@@ -351,7 +351,7 @@ describe('stalls', () => {
     const { clock, d } = withPeers();
     send(d, 2, 3);
     clock.advance(50);
-    d.answered(2);
+    for (let k = 0; k < 3; k++) d.ended(2, k === 0); // one answered, two still waiting
     send(d, 2, 2);
     clock.advance(50);
     expect(d.checkStalls()).toBeUndefined();
@@ -379,6 +379,37 @@ describe('stalls', () => {
     clock.advance(1000);
     expect(d.eligible()).toEqual([true, true, true]);
     expect(d.checkStalls()).toBeUndefined();
+  });
+
+  it('tries that ended unanswered are no stall once nothing is in flight (client left, reset)', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 2);
+    d.ended(2, false);
+    d.ended(2, false);
+    clock.advance(10_000);
+    expect(d.checkStalls()).toBeUndefined();
+  });
+
+  it('a returned endpoint starts with no stall evidence: probes given up while it was out do not count', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 2);
+    clock.advance(65);
+    expect(d.checkStalls()?.reason).toBe('stalled');
+    send(d, 2, 2); // probes that are never answered
+    clock.advance(1000);
+    expect(d.eligible()[2]).toBe(true);
+    expect(d.checkStalls()).toBeUndefined();
+  });
+
+  it('a stall the ejection cap refused keeps its evidence and ejects once there is room', () => {
+    const { clock, d } = setup(3, { consecutiveFailures: 1, maxEjectionPercent: 0.34, latency: { factor: 3, minRequests: 5, minExcessMs: 50 } });
+    for (let k = 0; k < 5; k++) d.record(0, false, 10);
+    expect(d.record(1, true, 10)?.endpoint).toBe(1); // the one ejection allowed
+    send(d, 2, 2);
+    clock.advance(65);
+    expect(d.checkStalls()).toBeUndefined(); // refused by the cap
+    clock.advance(1000); // 1 returns
+    expect(d.checkStalls()?.endpoint).toBe(2);
   });
 
   it('looks at most every few milliseconds', () => {
