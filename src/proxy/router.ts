@@ -276,9 +276,13 @@ export class OutboundRouter {
     await Promise.all([...this.#resolutions.values()].map((r) => r.watcher?.ready));
   }
 
-  /** Stops re-resolving names (the sidecar is closing). */
+  /** The sidecar is closing: stops re-resolving names and the breakers' timers. */
   close(): void {
     for (const r of this.#resolutions.values()) r.watcher?.close();
+    for (const g of this.#guards.values()) g.retire();
+    for (const entry of this.#passthrough.values()) entry.guards.retire();
+    for (const b of this.#rateLimits.values()) b.close();
+    this.#passthroughRateLimit?.close();
   }
 
   /** The upstream's runtime over its endpoints as resolved now, with its hosts pointing at it. */
@@ -298,29 +302,38 @@ export class OutboundRouter {
     const key = JSON.stringify([u.endpoints, u.dns]);
     if (previous !== undefined && previous.key === key) return previous;
     if (u.endpoints.every((e) => isIP(e.host) !== 0)) return { key, watcher: undefined, endpoints: u.endpoints };
+    const name = u.name;
     const resolution: Resolution = { key, endpoints: [], watcher: undefined };
-    const update = (endpoints: readonly Endpoint[]): void => {
+    const update = (endpoints: readonly Endpoint[], first: boolean): void => {
       // A watcher the last policy update replaced may still report once: ignore it.
-      if (this.#resolutions.get(u.name) !== resolution) return;
-      this.#deps.log.info({ upstream: u.name, endpoints: endpoints.length }, 'endpoints resolved');
+      if (this.#resolutions.get(name) !== resolution) return;
+      // A first answer with nothing in it (DNS failing as the policy changed) keeps the addresses
+      // the previous watcher had: a policy update must not empty an upstream that DNS could not.
+      if (first && endpoints.length === 0 && resolution.endpoints.length > 0) return;
+      // The upstream as the policy says now: a later update may have kept this resolution (same
+      // endpoints and dns) and changed everything else.
+      const current = this.#policy?.outbound.upstreams.find((x) => x.name === name);
+      if (current === undefined) return;
+      this.#deps.log.info({ upstream: name, endpoints: endpoints.length }, 'endpoints resolved');
       resolution.endpoints = endpoints;
-      this.#build(u, this.#sets.get(u.name));
+      this.#build(current, this.#sets.get(name));
       this.#retainPools(retireMs(this.#policy as SidecarPolicy));
     };
     const watcher = new DnsWatcher({
-      upstream: u.name,
+      upstream: name,
       endpoints: u.endpoints,
       policy: u.dns,
       metrics: this.#deps.dnsMetrics,
       log: this.#deps.log,
       subsetSeed: this.#deps.podName,
       ...(this.#deps.dns === undefined ? {} : { dns: this.#deps.dns() }),
-      onChange: update,
+      onChange: (endpoints) => update(endpoints, false),
     });
     // The first answer comes through `ready`; onChange reports the changes after it.
-    void watcher.ready.then(update);
+    void watcher.ready.then((endpoints) => update(endpoints, true));
     resolution.watcher = watcher;
-    resolution.endpoints = watcher.endpoints;
+    // Until the new watcher answers, the addresses the old one had keep serving.
+    resolution.endpoints = watcher.endpoints.length > 0 || previous === undefined ? watcher.endpoints : previous.endpoints;
     return resolution;
   }
 
@@ -432,6 +445,12 @@ export class InboundRouter {
 
   resolve(method: string, path: string): RouteTarget | undefined {
     return this.#runtime?.select(method, path);
+  }
+
+  /** The sidecar is closing. */
+  close(): void {
+    this.#guards?.retire();
+    this.#rateLimit?.close();
   }
 }
 

@@ -179,6 +179,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
 
   const closePools = (): Promise<unknown> => {
     outboundRouter.close();
+    inboundRouter.close();
     return Promise.all([pools.close(), passthroughPools.close(), inboundPools.close(), redis?.link.close()]);
   };
 

@@ -27,6 +27,8 @@ async function twoPods(): Promise<[ScriptedUpstream, ScriptedUpstream]> {
   }
 }
 
+const DNS_POLICY = { minTtlMs: 100, refreshMs: 200, failureRetryMs: 100 };
+
 async function setup(dnsPolicy: Record<string, unknown> = {}) {
   const server = track(await startDnsServer());
   server.set(NAME, { A: [{ address: '127.0.0.1', ttl: 1 }] });
@@ -42,7 +44,7 @@ async function setup(dnsPolicy: Record<string, unknown> = {}) {
     await startTestSidecar(
       {
         outbound: {
-          upstreams: [upstream('orders', `${NAME}:${v4.port}`, { dns: { minTtlMs: 100, refreshMs: 200, failureRetryMs: 100, ...dnsPolicy } })],
+          upstreams: [upstream('orders', `${NAME}:${v4.port}`, { dns: { ...DNS_POLICY, ...dnsPolicy } })],
         },
       },
       { dns },
@@ -111,5 +113,29 @@ describe('endpoints written as a DNS name', () => {
     await server.waitForQueries(before + 2, NAME, 'A');
     expect((await get(sc)).text).toBe('v4');
     expect(await resolutions(sc, 'failed')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a re-resolution after a policy update rebuilds the upstream as the new policy says', async () => {
+    const { server, v4, sc } = await setup();
+    expect((await get(sc)).text).toBe('v4');
+    // Same endpoints and dns (the watcher is kept), but the upstream is now reached as orders-new.
+    const moved = { ...upstream('orders', `${NAME}:${v4.port}`, { dns: DNS_POLICY }), hosts: ['orders-new'] };
+    await sc.reload({ outbound: { unknownHosts: 'reject', upstreams: [moved] } });
+    server.set(NAME, { AAAA: [{ address: '::1', ttl: 1 }] });
+    while ((await send({ port: sc.outboundPort, host: 'orders-new', path: '/' })).text !== 'v6');
+    const old = await get(sc);
+    expect(old.status).toBe(502);
+    expect(old.headers['sluice-error']).toBe('no-route');
+  });
+
+  it('a policy update that changes dns settings keeps serving while DNS does not answer', async () => {
+    const { server, v4, sc } = await setup();
+    expect((await get(sc)).text).toBe('v4');
+    server.set(NAME, 'drop');
+    await sc.reload({ outbound: { upstreams: [upstream('orders', `${NAME}:${v4.port}`, { dns: { ...DNS_POLICY, maxTtlMs: 20_000 } })] } });
+    expect((await get(sc)).text).toBe('v4');
+    // The new watcher's first try fails; the old addresses go on serving past it.
+    await server.waitForQueries(server.count(NAME, 'A') + 1, NAME, 'A');
+    expect((await get(sc)).text).toBe('v4');
   });
 });
