@@ -8,7 +8,7 @@
 // again. Rows: sluice (default policy), nginx, haproxy, each x fault kind. Upstreams and proxy on
 // one core, load generator and this process on the other. Everything started here is stopped by
 // PID at the end, also on error or Ctrl-C.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -42,9 +42,9 @@ import { haproxyConf, nginxConf, sluicePolicy, startHaproxy, startNginx, startSl
 const P = {
   rate: envNum('BENCH_RATE', 1500),
   healthySeconds: envNum('BENCH_HEALTHY_SECONDS', 3),
-  faultSeconds: envNum('BENCH_FAULT_SECONDS', 5),
+  faultSeconds: envNum('BENCH_FAULT_SECONDS', 10),
   recoverySeconds: envNum('BENCH_RECOVERY_SECONDS', 4),
-  warmupSeconds: envNum('BENCH_WARMUP_SECONDS', 1),
+  warmupSeconds: envNum('BENCH_WARMUP_SECONDS', 3),
   connections: envNum('BENCH_CONNECTIONS', 512),
   drainSeconds: envNum('BENCH_DRAIN_SECONDS', 6),
   loadCpu: process.env['BENCH_LOAD_CPU'] ?? '0',
@@ -314,6 +314,10 @@ async function runOne(spec: RowSpec, fault: Fault, tmp: string, ctl: number, eps
         .filter((l) => /^sluice_(outlier_ejections_total|retries_total)\b/.test(l))
         .map((l) => l.replace(/\s+/, ' '))
         .join(', ');
+    }
+    if (target.adminPort !== undefined && P.keepTmp) {
+      // For a closer look at a run: the proxy's whole log beside the load records.
+      writeFileSync(path.join(tmp, `log-${spec.id}-${fault}.txt`), `${target.proc.stdout}\n${target.proc.stderr}`);
     }
     if (target.adminPort !== undefined) {
       // sluice logs each ejection (pino JSON on stdout): which endpoint, why, when vs fault start.
