@@ -145,7 +145,7 @@ export class OutlierDetector {
   readonly #waitingSince: Float64Array;
   /** Tries sent since the endpoint's last answer. */
   readonly #sentSinceAnswer: Float64Array;
-  /** Tries in flight on the endpoint now: with none, there is nothing left to be stalled on. */
+  /** Tries in flight on the endpoint now: a stall needs one still waiting. */
   readonly #waiting: Float64Array;
   #nextStallCheckMs = 0;
   /** When each ejected endpoint may next be probed. */
@@ -237,13 +237,19 @@ export class OutlierDetector {
   }
 
   /**
-   * A try on endpoint i ended: `answered` with response headers (any status: it is alive), or
-   * not (reset, timeout, client gone). Once nothing is in flight there is nothing to be stalled
-   * on: tries that ended unanswered are the other checks' evidence, not a stall's.
+   * A try on endpoint i ended. `answered`: response headers, any status: it is alive, the wait is
+   * over. `timeout`: it said nothing until the try was given up, which is what a stall is made
+   * of, so the try still counts. `other` (reset, refused connection, client gone, our refusal):
+   * not silence, so it no longer counts; failures are the other checks' evidence.
    */
-  ended(i: number, answered: boolean): void {
+  ended(i: number, how: 'answered' | 'timeout' | 'other'): void {
     this.#waiting[i] = Math.max(0, this.#waiting[i]! - 1);
-    if (answered || this.#waiting[i] === 0) this.#clearWait(i);
+    if (how === 'answered') {
+      this.#clearWait(i);
+    } else if (how === 'other') {
+      this.#sentSinceAnswer[i] = Math.max(0, this.#sentSinceAnswer[i]! - 1);
+      if (this.#sentSinceAnswer[i] === 0) this.#waitingSince[i] = Number.NaN;
+    }
   }
 
   #clearWait(i: number): void {
@@ -264,7 +270,8 @@ export class OutlierDetector {
     this.#nextStallCheckMs = now + STALL_CHECK_MS;
     this.#sweep(now);
     for (let i = 0; i < this.#n; i++) {
-      if (this.#sentSinceAnswer[i]! < STALL_MIN_TRIES || this.#ejectedUntil[i] !== NOT_EJECTED) continue;
+      // A stall is a try still waiting, behind others that went unanswered.
+      if (this.#waiting[i] === 0 || this.#sentSinceAnswer[i]! < STALL_MIN_TRIES || this.#ejectedUntil[i] !== NOT_EJECTED) continue;
       const median = this.#peerMedian(i, Math.min(lat.minRequests, STALL_PEER_SAMPLES));
       if (median === undefined) continue;
       const allowedMs = Math.max(lat.factor * median, median + lat.minExcessMs);

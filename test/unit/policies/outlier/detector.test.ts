@@ -351,7 +351,7 @@ describe('stalls', () => {
     const { clock, d } = withPeers();
     send(d, 2, 3);
     clock.advance(50);
-    for (let k = 0; k < 3; k++) d.ended(2, k === 0); // one answered, two still waiting
+    d.ended(2, 'answered'); // an answer: the three sent before it no longer count
     send(d, 2, 2);
     clock.advance(50);
     expect(d.checkStalls()).toBeUndefined();
@@ -381,12 +381,31 @@ describe('stalls', () => {
     expect(d.checkStalls()).toBeUndefined();
   });
 
-  it('tries that ended unanswered are no stall once nothing is in flight (client left, reset)', () => {
+  it('tries that ended for reasons not its silence are no stall evidence (client left, reset)', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 3);
+    d.ended(2, 'other');
+    d.ended(2, 'other');
+    clock.advance(10_000);
+    expect(d.checkStalls()).toBeUndefined(); // one try left: not enough
+  });
+
+  it('tries it let time out still count: one try at a time to a hung endpoint is a stall', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 1);
+    clock.advance(1000);
+    d.ended(2, 'timeout');
+    send(d, 2, 1);
+    clock.advance(5);
+    expect(d.checkStalls()?.reason).toBe('stalled');
+  });
+
+  it('needs a try still waiting: nothing in flight is nothing stalled', () => {
     const { clock, d } = withPeers();
     send(d, 2, 2);
-    d.ended(2, false);
-    d.ended(2, false);
-    clock.advance(10_000);
+    clock.advance(1000);
+    d.ended(2, 'timeout');
+    d.ended(2, 'timeout');
     expect(d.checkStalls()).toBeUndefined();
   });
 
