@@ -40,6 +40,11 @@ export interface EndpointSetBuild {
   readonly random: () => number;
   readonly metrics: EndpointMetrics;
   readonly log: Logger;
+  /**
+   * The set this one replaces when only the endpoint list changed (a DNS answer): endpoints in
+   * both keep their latency estimates, ejections and probation.
+   */
+  readonly previous?: EndpointSet;
 }
 
 export class EndpointSet {
@@ -59,6 +64,15 @@ export class EndpointSet {
     this.#ejected = b.metrics.ejected.labels({ upstream: b.upstream });
     this.#avoiding = new Array<boolean>(b.endpoints.length).fill(true);
     this.#enforced = b.outlierDetection.mode === 'enforce';
+    const previous = b.previous;
+    if (previous !== undefined) {
+      const at = new Map(previous.#b.endpoints.map((e, j) => [`${e.host}|${e.port}`, j]));
+      const map = b.endpoints.map((e) => at.get(`${e.host}|${e.port}`) ?? -1);
+      this.#balancer.adopt(previous.#balancer, map);
+      this.#detector.adopt(previous.#detector, map);
+      // The previous set gives its share of the gauge back when retired; this one takes its own.
+      if (this.#enforced) for (let k = this.#detector.ejectedCount(); k > 0; k--) this.#ejected.inc();
+    }
   }
 
   /** The endpoint for the next try: balanced over those not ejected, avoiding `avoid` if it can. */

@@ -159,6 +159,8 @@ function poolSettings(shape: UpstreamShape): { connectMs: number; connections: n
 /** An upstream's endpoint set, and what must stay equal for it to carry over a policy update. */
 interface KeptSet {
   readonly key: string;
+  /** The part of the key other than the endpoint list. */
+  readonly policyKey: string;
   /** undefined while there are no endpoints. */
   readonly set: EndpointSet | undefined;
 }
@@ -176,10 +178,13 @@ function endpointSetFor(
   previous: KeptSet | undefined,
 ): KeptSet {
   const settings = poolSettings(shape);
-  const key = JSON.stringify([endpoints, settings, shape.loadBalancer, shape.outlierDetection]);
+  const policyKey = JSON.stringify([settings, shape.loadBalancer, shape.outlierDetection]);
+  const key = JSON.stringify([endpoints, policyKey]);
   if (previous !== undefined && previous.key === key) return previous;
+  // Only the endpoint list changed (a DNS answer): estimates and ejections still mean the same.
+  const adopt = previous !== undefined && previous.policyKey === policyKey ? previous.set : undefined;
   previous?.set?.retire();
-  if (endpoints.length === 0) return { key, set: undefined };
+  if (endpoints.length === 0) return { key, policyKey, set: undefined };
   const set = new EndpointSet({
     upstream: name,
     endpoints,
@@ -190,8 +195,9 @@ function endpointSetFor(
     random: deps.random,
     metrics: deps.metrics.endpoints,
     log: deps.log,
+    ...(adopt === undefined ? {} : { previous: adopt }),
   });
-  return { key, set };
+  return { key, policyKey, set };
 }
 
 /**

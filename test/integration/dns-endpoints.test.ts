@@ -138,4 +138,34 @@ describe('endpoints written as a DNS name', () => {
     await server.waitForQueries(server.count(NAME, 'A') + 1, NAME, 'A');
     expect((await get(sc)).text).toBe('v4');
   });
+
+  it('an endpoint ejected before a DNS change stays ejected after it', async () => {
+    const server = track(await startDnsServer());
+    const bad = track(await startScriptedUpstream({ queue: [], otherwise: { status: 503, body: 'down' } }));
+    const good = track(await startScriptedUpstream({ queue: [], otherwise: { status: 200, body: 'good' } }, { host: '::1', port: bad.port }));
+    const third = track(await startScriptedUpstream({ queue: [], otherwise: { status: 200, body: 'third' } }));
+    server.set(NAME, { A: [{ address: '127.0.0.1', ttl: 1 }], AAAA: [{ address: '::1', ttl: 1 }] });
+    const dns = (): DnsFunctions => ({
+      ...nodeDns({ servers: [server.server], timeoutMs: 200, tries: 1 }),
+      lookup: async (name) => {
+        throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${name}`), { code: 'ENOTFOUND' });
+      },
+    });
+    const outlierDetection = { baseEjectionMs: 60_000, maxEjectionMs: 60_000, probeIntervalMs: 'off' };
+    const sc = track(
+      await startTestSidecar(
+        { outbound: { upstreams: [upstream('orders', [`${NAME}:${bad.port}`, `more.test:${third.port}`], { dns: DNS_POLICY, outlierDetection })] } },
+        { dns },
+      ),
+    );
+    const ejected = async () => metricSum(await sc.metrics(), 'sluice_endpoints_ejected', { upstream: 'orders' });
+    while ((await ejected()) === 0) await get(sc);
+    const badBefore = bad.count;
+    // A new address joins: the endpoint list is rebuilt.
+    server.set('more.test', { A: [{ address: '127.0.0.1', ttl: 1 }] });
+    await untilAnswered(sc, 'third');
+    for (let i = 0; i < 30; i++) expect((await get(sc)).status).toBe(200);
+    expect(bad.count).toBe(badBefore);
+    expect(await ejected()).toBe(1);
+  });
 });

@@ -39,6 +39,12 @@ export interface Balancer {
   /** Current cost of endpoint i, for tests and metrics. */
   cost(i: number): number;
   inFlight(i: number): number;
+  /**
+   * Takes over the latency estimates of `from` (a balancer of the same algorithm over the
+   * previous endpoint list): endpoint i gets from's endpoint map[i], or keeps its default when
+   * map[i] is -1. In-flight counts stay with `from`: its tries end there.
+   */
+  adopt(from: Balancer, map: readonly number[]): void;
 }
 
 export function createBalancer(
@@ -158,6 +164,16 @@ class EndpointStats {
     return this.#inFlight[i]!;
   }
 
+  adopt(from: EndpointStats, map: readonly number[]): void {
+    for (let i = 0; i < this.n; i++) {
+      const j = map[i] ?? -1;
+      if (j < 0 || j >= from.n) continue;
+      this.#estimateMs[i] = from.#estimateMs[j]!;
+      this.#stampMs[i] = from.#stampMs[j]!;
+      this.#sampled[i] = from.#sampled[j]!;
+    }
+  }
+
   #weight(i: number, now: number): number {
     const elapsedMs = now - this.#stampMs[i]!;
     // A clock that ran backwards decays nothing.
@@ -192,6 +208,10 @@ abstract class StatsBalancer implements Balancer {
 
   inFlight(i: number): number {
     return this.stats.inFlight(i);
+  }
+
+  adopt(from: Balancer, map: readonly number[]): void {
+    if (from instanceof StatsBalancer) this.stats.adopt(from.stats, map);
   }
 }
 

@@ -327,6 +327,41 @@ export class OutlierDetector {
   }
 
   /**
+   * Takes over ejections, streaks, probation and latency estimates of `from` (the detector over
+   * the previous endpoint list): endpoint i gets from's endpoint map[i], or starts clean when
+   * map[i] is -1. An endpoint ejected before a DNS change stays ejected after it. The
+   * success-rate window starts over.
+   */
+  adopt(from: OutlierDetector, map: readonly number[]): void {
+    const now = this.#clock.now();
+    from.#sweep(now);
+    for (let i = 0; i < this.#n; i++) {
+      const j = map[i] ?? -1;
+      if (j < 0 || j >= from.#n) continue;
+      this.#ejectedUntil[i] = from.#ejectedUntil[j]!;
+      this.#multiplier[i] = from.#multiplier[j]!;
+      this.#decayedAt[i] = from.#decayedAt[j]!;
+      this.#returnedAt[i] = from.#returnedAt[j]!;
+      this.#streak[i] = from.#streak[j]!;
+      this.#watched[i] = from.#watched[j]!;
+      this.#latencyMs[i] = from.#latencyMs[j]!;
+      this.#samples[i] = from.#samples[j]!;
+      this.#nextProbeMs[i] = from.#nextProbeMs[j]!;
+    }
+    this.#ejected = 0;
+    this.#nextReturnMs = Infinity;
+    this.#nextProbeAnyMs = Infinity;
+    for (let i = 0; i < this.#n; i++) {
+      const until = this.#ejectedUntil[i]!;
+      if (until === NOT_EJECTED) continue;
+      this.#ejected += 1;
+      if (this.#policy.mode === 'enforce') this.#eligible[i] = false;
+      this.#nextReturnMs = Math.min(this.#nextReturnMs, until);
+      this.#nextProbeAnyMs = Math.min(this.#nextProbeAnyMs, this.#nextProbeMs[i]!);
+    }
+  }
+
+  /**
    * Per endpoint: may it receive traffic now? Ejected endpoints whose time is up return here
    * (lazily, by the clock). In shadow/off mode all true. Returns the same array instance, updated
    * in place (no allocation per call); callers must not modify it.

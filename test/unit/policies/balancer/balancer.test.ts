@@ -231,3 +231,21 @@ describe('round-robin', () => {
     expect(b.inFlight(1)).toBe(0);
   });
 });
+
+describe('adopt (the endpoint list changed, e.g. a DNS answer)', () => {
+  it('endpoints in both lists keep their estimates; new ones start at the default; in-flight stays behind', () => {
+    const clock = new FakeClock();
+    const old = createBalancer('p2c-ewma', 2, OPTIONS, clock, never);
+    old.start(0);
+    old.end(0, 5);
+    old.start(1);
+    old.end(1, 200);
+    old.start(1); // still in flight on the old list
+    const next = createBalancer('p2c-ewma', 3, OPTIONS, clock, never);
+    next.adopt(old, [1, -1, 0]); // new 0 = old 1, new 1 is new, new 2 = old 0
+    expect(next.cost(0)).toBe(200);
+    expect(next.cost(1)).toBe(30);
+    expect(next.cost(2)).toBe(5);
+    expect(next.inFlight(0)).toBe(0);
+  });
+});

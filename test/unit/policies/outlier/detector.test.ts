@@ -502,6 +502,31 @@ describe('probes', () => {
   });
 });
 
+describe('adopt (the endpoint list changed, e.g. a DNS answer)', () => {
+  it('an ejected endpoint stays ejected, for the rest of its time, under its new index', () => {
+    const { clock, d } = setup(3, { maxEjectionPercent: 0.5 });
+    expect(fail(d, 1, 3)?.endpoint).toBe(1);
+    clock.advance(400);
+    const next = new OutlierDetector(2, policy({ maxEjectionPercent: 0.5 }), clock);
+    next.adopt(d, [1, -1]); // new 0 = old 1 (ejected), new 1 is new
+    expect(next.eligible()).toEqual([false, true]);
+    expect(next.ejectedCount()).toBe(1);
+    clock.advance(600);
+    expect(next.eligible()).toEqual([true, true]);
+    expect(next.takeReturned()).toEqual([0]);
+    expect(next.record(0, true, 10)?.reason).toBe('consecutive_failures'); // back on probation
+  });
+
+  it('streaks carry over; new endpoints start clean', () => {
+    const { clock, d } = setup(2);
+    fail(d, 0, 2);
+    const next = new OutlierDetector(2, policy(), clock);
+    next.adopt(d, [-1, 0]);
+    expect(next.record(1, true, 10)?.endpoint).toBe(1); // 2 + 1 = 3 in a row
+    expect(fail(next, 0, 2)).toBeUndefined();
+  });
+});
+
 describe('ejection cap', () => {
   it('3 endpoints at 50%: at most one ejected; a refused ejection returns undefined', () => {
     const { clock, d } = setup(3, { maxEjectionPercent: 0.5 });
