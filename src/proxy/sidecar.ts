@@ -83,6 +83,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
 
   /** The Redis link for global rate limits, made anew only when `spec.redis` changes. */
   let redis: { readonly key: string; readonly link: RedisLink } | undefined;
+  /** Called on the link's first state change: start-up waits for it. */
+  let redisSettled: (() => void) | undefined;
   const install = (policy: SidecarPolicy): void => {
     replayAllowance.setLimit(policy.limits.maxRetryBufferBytes);
     const previousRedis = redis;
@@ -97,10 +99,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
                 policy: policy.redis,
                 metrics: deps.metrics.rateLimit,
                 ...(deps.podName === undefined ? {} : { sidecarId: deps.podName }),
-                onStateChange: (state) =>
-                  state === 'down'
-                    ? log.warn({ redis: `${policy.redis?.host}:${policy.redis?.port}` }, 'redis unreachable: global rate limits fall back to onRedisDown')
-                    : log.info({ state }, 'redis for global rate limits'),
+                onStateChange: (state) => {
+                  redisSettled?.();
+                  if (state === 'down') {
+                    log.warn({ redis: `${policy.redis?.host}:${policy.redis?.port}` }, 'redis unreachable: global rate limits fall back to onRedisDown');
+                  } else log.info({ state }, 'redis for global rate limits');
+                },
               }),
             };
     }
@@ -116,6 +120,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   // Like Envoy's cluster warming: endpoints written as names are resolved before traffic is
   // taken. Bounded: a watcher is ready after one try per name, success or failure.
   await outboundRouter.ready();
+  // Likewise Redis: until the link knows whether Redis is up, global rules would take their
+  // fallback (with onRedisDown: deny, refuse everything). Bounded by one connect and one call.
+  if (redis !== undefined && redis.link.state === 'connecting' && current.redis !== undefined) {
+    const boundMs = current.redis.connectTimeoutMs + current.redis.commandTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      redisSettled = resolve;
+      timer = setTimeout(resolve, boundMs);
+    });
+    clearTimeout(timer);
+    redisSettled = undefined;
+  }
 
   const listeners: Listener[] = [];
   let outbound: Listener | undefined;

@@ -7,6 +7,7 @@ import { send } from '../support/http-client.ts';
 import { closeAfterEach } from '../support/lifecycle.ts';
 import { metricSum } from '../support/metrics.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
+import { redisAvailable, startRedis } from '../support/redis.ts';
 import { startTestSidecar, upstream } from '../support/sidecar.ts';
 
 const track = closeAfterEach();
@@ -95,5 +96,29 @@ describe('rate limits', () => {
     expect((await post('/ingest')).status).toBe(429);
     expect((await post('/health')).status).toBe(200); // outside the rule's match
     expect(app.count).toBe(3);
+  });
+});
+
+describe.skipIf(!redisAvailable())('global rate limits at start-up', () => {
+  it('the first request after start is decided by Redis, not by the fallback (onRedisDown: deny)', async () => {
+    const redis = await startRedis();
+    track({ close: () => redis.stop() });
+    const up = track(await startScriptedUpstream(OK));
+    const sc = track(
+      await startTestSidecar({
+        redis: { address: '127.0.0.1', port: redis.port, keyPrefix: 'startup' },
+        outbound: {
+          upstreams: [
+            upstream('orders', up.endpoint, {
+              rateLimits: [{ name: 'all', requestsPerSecond: 100, scope: 'global', onRedisDown: 'deny' }],
+            }),
+          ],
+        },
+      }),
+    );
+    const r = await send({ port: sc.outboundPort, host: 'orders', path: '/' });
+    expect(r.status).toBe(200);
+    const m = await sc.metrics();
+    expect(metricSum(m, 'sluice_ratelimit_decisions_total', { rule: 'all', outcome: 'allowed' })).toBe(1);
   });
 });
