@@ -55,6 +55,12 @@ export class EndpointSet {
   /** Scratch copy of eligibility for a retry's pick, reused to allocate nothing per retry. */
   readonly #avoiding: boolean[];
   readonly #enforced: boolean;
+  /**
+   * Retired by a policy update or DNS change. Tries that started here still end here, and their
+   * retries may still pick here, but the set no longer moves the ejected gauge: its share was
+   * given back at retirement, and the set that replaced it keeps its own.
+   */
+  #retired = false;
 
   constructor(b: EndpointSetBuild) {
     this.#b = b;
@@ -83,7 +89,7 @@ export class EndpointSet {
     const returned = this.#detector.takeReturned();
     for (const i of returned) {
       // Shadow mode reports would-be returns too; only enforced ejections moved the gauge.
-      if (this.#enforced) this.#ejected.dec();
+      if (this.#enforced && !this.#retired) this.#ejected.dec();
       this.#b.log.info({ upstream: this.#b.upstream, endpoint: this.#name(i) }, 'endpoint back in rotation');
     }
     if (avoid < 0 || eligible.length < 2) return this.#balancer.pick(eligible);
@@ -140,7 +146,7 @@ export class EndpointSet {
     const i = ejection.endpoint;
     const mode = ejection.enforced ? 'enforce' : 'shadow';
     this.#b.metrics.ejections.labels({ upstream: this.#b.upstream, reason: ejection.reason, mode }).inc();
-    if (ejection.enforced) this.#ejected.inc();
+    if (ejection.enforced && !this.#retired) this.#ejected.inc();
     this.#b.log.warn(
       { upstream: this.#b.upstream, endpoint: this.#name(i), reason: ejection.reason, ejectedForMs: ejection.durationMs, mode },
       ejection.enforced ? 'endpoint ejected' : 'endpoint would be ejected (shadow mode)',
@@ -149,8 +155,11 @@ export class EndpointSet {
 
   /** Drops this set's share of the ejected gauge when a policy update replaces it. */
   retire(): void {
+    if (this.#retired) return;
+    this.#retired = true;
     if (!this.#enforced) return;
-    const n = this.#detector.ejectedCount();
+    // Ejected now, plus returned since the last pick (counted up, not yet down).
+    const n = this.#detector.ejectedCount() + this.#detector.takeReturned().length;
     for (let k = 0; k < n; k++) this.#ejected.dec();
   }
 

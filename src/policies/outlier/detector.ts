@@ -15,7 +15,7 @@
 //   cap refuses is not an ejection: record() returns undefined, and the check fires again on that
 //   endpoint's next result, so it is ejected as soon as room frees up.
 // - Stalls: the latency check also looks at tries still waiting. An endpoint that has answered
-//   nothing of the last few tries sent to it, the oldest waiting longer than the latency check
+//   nothing of the last few tries sent to it, each of two waiting longer than the latency check
 //   allows, is ejected as 'stalled' without waiting for per-try timeouts to report the tries:
 //   a hung endpoint is cut off in tens of milliseconds instead of seconds. Tries started before
 //   the endpoint's last answer do not count, so one long request it is still working on while it
@@ -141,7 +141,10 @@ export class OutlierDetector {
   readonly #watched: Uint8Array;
   readonly #latencyMs: Float64Array;
   readonly #samples: Float64Array;
-  /** Start of the first try sent since the endpoint's last answer (NaN: none waiting). */
+  /**
+   * When the STALL_MIN_TRIES-th try since the endpoint's last answer was sent (NaN: fewer are
+   * waiting): once it has waited past the allowance, so has every try before it.
+   */
   readonly #waitingSince: Float64Array;
   /** Tries sent since the endpoint's last answer. */
   readonly #sentSinceAnswer: Float64Array;
@@ -231,8 +234,8 @@ export class OutlierDetector {
 
   /** A try was sent to endpoint i (stall tracking). */
   started(i: number): void {
-    if (Number.isNaN(this.#waitingSince[i]!)) this.#waitingSince[i] = this.#clock.now();
     this.#sentSinceAnswer[i]! += 1;
+    if (this.#sentSinceAnswer[i] === STALL_MIN_TRIES) this.#waitingSince[i] = this.#clock.now();
     this.#waiting[i]! += 1;
   }
 
@@ -248,7 +251,9 @@ export class OutlierDetector {
       this.#clearWait(i);
     } else if (how === 'other') {
       this.#sentSinceAnswer[i] = Math.max(0, this.#sentSinceAnswer[i]! - 1);
-      if (this.#sentSinceAnswer[i] === 0) this.#waitingSince[i] = Number.NaN;
+      // Which try ended is not known: the wait is timed again, from now if enough tries are
+      // left, else from the next try that makes STALL_MIN_TRIES (later, never sooner).
+      this.#waitingSince[i] = this.#sentSinceAnswer[i]! >= STALL_MIN_TRIES ? this.#clock.now() : Number.NaN;
     }
   }
 
@@ -347,6 +352,19 @@ export class OutlierDetector {
       this.#latencyMs[i] = from.#latencyMs[j]!;
       this.#samples[i] = from.#samples[j]!;
       this.#nextProbeMs[i] = from.#nextProbeMs[j]!;
+    }
+    // A shorter list may hold more ejections than the cap allows here: the ones ending soonest
+    // come back now, on probation, so the last endpoints are never all out.
+    const ejected: number[] = [];
+    for (let i = 0; i < this.#n; i++) if (this.#ejectedUntil[i] !== NOT_EJECTED) ejected.push(i);
+    ejected.sort((a, b) => this.#ejectedUntil[a]! - this.#ejectedUntil[b]!);
+    for (let k = 0; k < ejected.length - this.#maxEjected; k++) {
+      const i = ejected[k]!;
+      this.#ejectedUntil[i] = NOT_EJECTED;
+      this.#nextProbeMs[i] = Infinity;
+      this.#returnedAt[i] = now;
+      this.#decayedAt[i] = now;
+      this.#watched[i] = 1;
     }
     this.#ejected = 0;
     this.#nextReturnMs = Infinity;

@@ -396,7 +396,31 @@ describe('stalls', () => {
     clock.advance(1000);
     d.ended(2, 'timeout');
     send(d, 2, 1);
+    clock.advance(60);
+    expect(d.checkStalls()).toBeUndefined(); // the second try has not waited long enough yet
     clock.advance(5);
+    expect(d.checkStalls()?.reason).toBe('stalled');
+  });
+
+  it('one long request and a second try: no stall until the second has waited past the allowance', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 1); // a long poll, say
+    clock.advance(2000);
+    send(d, 2, 1);
+    clock.advance(6);
+    expect(d.checkStalls()).toBeUndefined();
+    clock.advance(55);
+    expect(d.checkStalls()?.reason).toBe('stalled');
+  });
+
+  it('a try that ended otherwise restarts the clock for the rest', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 3);
+    clock.advance(1000);
+    d.ended(2, 'other'); // two still waiting, but which ones is not known
+    clock.advance(10);
+    expect(d.checkStalls()).toBeUndefined();
+    clock.advance(55);
     expect(d.checkStalls()?.reason).toBe('stalled');
   });
 
@@ -515,6 +539,18 @@ describe('adopt (the endpoint list changed, e.g. a DNS answer)', () => {
     expect(next.eligible()).toEqual([true, true]);
     expect(next.takeReturned()).toEqual([0]);
     expect(next.record(0, true, 10)?.reason).toBe('consecutive_failures'); // back on probation
+  });
+
+  it('a shorter list keeps no more ejections than its cap: the soonest to end come back', () => {
+    const { clock, d } = setup(4, { maxEjectionPercent: 0.5 });
+    expect(fail(d, 0, 3)?.endpoint).toBe(0);
+    clock.advance(100);
+    expect(fail(d, 1, 3)?.endpoint).toBe(1); // 1 ends 100 ms after 0
+    const next = new OutlierDetector(2, policy({ maxEjectionPercent: 0.5 }), clock);
+    next.adopt(d, [0, 1]);
+    expect(next.eligible()).toEqual([true, false]);
+    expect(next.ejectedCount()).toBe(1);
+    expect(next.takeReturned()).toEqual([]); // brought back at adoption, not a return to report
   });
 
   it('streaks carry over; new endpoints start clean', () => {
