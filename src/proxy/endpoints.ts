@@ -131,7 +131,12 @@ export class EndpointSet {
     // the endpoint long after it recovered): it only frees its in-flight slot (NaN = no sample).
     // Failures are ejection's business, and retries avoid the endpoint that just failed them.
     this.#balancer.end(i, verdict.failure ? Number.NaN : latencyMs);
-    this.#detector.ended(i, statusCode !== undefined ? 'answered' : verdict.kind === 'per-try-timeout' ? 'timeout' : 'other');
+    this.#detector.ended(
+      i,
+      statusCode !== undefined ? 'answered' : verdict.kind === 'per-try-timeout' ? 'timeout' : 'other',
+      startedMs,
+      latencyMs,
+    );
     if (probe && statusCode !== undefined && !verdict.failure) {
       this.#detector.probeSucceeded(i);
       this.#b.log.info({ upstream: this.#b.upstream, endpoint: this.#name(i) }, 'probe answered: endpoint back early');

@@ -17,7 +17,9 @@
 // - Stalls: the latency check also looks at tries still waiting. An endpoint that has answered
 //   nothing of the last few tries sent to it, each of two waiting longer than the latency check
 //   allows, is ejected as 'stalled' without waiting for per-try timeouts to report the tries:
-//   a hung endpoint is cut off in tens of milliseconds instead of seconds. Tries started before
+//   a hung endpoint is cut off in tens of milliseconds instead of seconds. Only while a peer
+//   answers, promptly, a try sent after the wait began: when this process or the host stalls,
+//   every endpoint looks silent and none is ejected. Tries started before
 //   the endpoint's last answer do not count, so one long request it is still working on while it
 //   answers others (or while the balancer sends it nothing) is no stall.
 // - Probes: every probeIntervalMs an ejected endpoint may be given one try (probe()); the caller
@@ -148,6 +150,9 @@ export class OutlierDetector {
   readonly #waitingSince: Float64Array;
   /** Tries sent since the endpoint's last answer. */
   readonly #sentSinceAnswer: Float64Array;
+  /** Start and latency of the endpoint's last answered try (a peer's proof of normal service). */
+  readonly #answerStartMs: Float64Array;
+  readonly #answerLatencyMs: Float64Array;
   /** Tries in flight on the endpoint now: a stall needs one still waiting. */
   readonly #waiting: Float64Array;
   #nextStallCheckMs = 0;
@@ -187,6 +192,8 @@ export class OutlierDetector {
     this.#waitingSince = new Float64Array(n).fill(Number.NaN);
     this.#sentSinceAnswer = new Float64Array(n);
     this.#waiting = new Float64Array(n);
+    this.#answerStartMs = new Float64Array(n).fill(Number.NaN);
+    this.#answerLatencyMs = new Float64Array(n).fill(Number.NaN);
     this.#nextProbeMs = new Float64Array(n).fill(Infinity);
     this.#window =
       policy.successRate === undefined
@@ -245,16 +252,26 @@ export class OutlierDetector {
    * of, so the try still counts. `other` (reset, refused connection, client gone, our refusal):
    * not silence, so it no longer counts; failures are the other checks' evidence.
    */
-  ended(i: number, how: 'answered' | 'timeout' | 'other'): void {
+  ended(i: number, how: 'answered' | 'timeout' | 'other', startedMs = Number.NaN, latencyMs = Number.NaN): void {
     this.#waiting[i] = Math.max(0, this.#waiting[i]! - 1);
     if (how === 'answered') {
       this.#clearWait(i);
+      this.#answerStartMs[i] = startedMs;
+      this.#answerLatencyMs[i] = latencyMs;
     } else if (how === 'other') {
       this.#sentSinceAnswer[i] = Math.max(0, this.#sentSinceAnswer[i]! - 1);
       // Which try ended is not known: the wait is timed again, from now if enough tries are
       // left, else from the next try that makes STALL_MIN_TRIES (later, never sooner).
       this.#waitingSince[i] = this.#sentSinceAnswer[i]! >= STALL_MIN_TRIES ? this.#clock.now() : Number.NaN;
     }
+  }
+
+  #peerAnsweredSince(i: number, sinceMs: number, withinMs: number): boolean {
+    for (let j = 0; j < this.#n; j++) {
+      if (j === i || this.#ejectedUntil[j] !== NOT_EJECTED) continue;
+      if (this.#answerStartMs[j]! > sinceMs && this.#answerLatencyMs[j]! <= withinMs) return true;
+    }
+    return false;
   }
 
   #clearWait(i: number): void {
@@ -281,6 +298,9 @@ export class OutlierDetector {
       if (median === undefined) continue;
       const allowedMs = Math.max(lat.factor * median, median + lat.minExcessMs);
       if (now - this.#waitingSince[i]! <= allowedMs) continue;
+      // Silence is only a stall when a peer answered, promptly, a try sent after ours: if this
+      // process or the host stalled, every endpoint looks silent and none must be ejected.
+      if (!this.#peerAnsweredSince(i, this.#waitingSince[i]!, allowedMs)) continue;
       const ejection = this.#eject(i, 'stalled', now);
       // A refused ejection keeps its evidence: it fires again when room frees up.
       if (ejection !== undefined) return ejection;

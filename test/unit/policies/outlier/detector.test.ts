@@ -325,6 +325,18 @@ describe('stalls', () => {
     return t;
   }
 
+  /**
+   * Peers 0 and 1 answer, promptly, a try sent just now (their proof that the endpoints are being
+   * served), then the stall check runs.
+   */
+  function check(d: OutlierDetector, clock: FakeClock) {
+    for (const j of [0, 1]) {
+      d.started(j);
+      d.ended(j, 'answered', clock.now(), 1);
+    }
+    return d.checkStalls();
+  }
+
   /** Sends `n` tries to endpoint i now. */
   function send(d: OutlierDetector, i: number, n: number): void {
     for (let k = 0; k < n; k++) d.started(i);
@@ -334,9 +346,9 @@ describe('stalls', () => {
     const { clock, d } = withPeers();
     send(d, 2, 3);
     clock.advance(60);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
     clock.advance(5); // the next look, 5 ms on
-    expect(d.checkStalls()).toEqual({ endpoint: 2, reason: 'stalled', durationMs: 1000, enforced: true });
+    expect(check(d, clock)).toEqual({ endpoint: 2, reason: 'stalled', durationMs: 1000, enforced: true });
     expect(d.eligible()).toEqual([true, true, false]);
   });
 
@@ -344,7 +356,7 @@ describe('stalls', () => {
     const { clock, d } = withPeers();
     send(d, 2, STALL_MIN_TRIES - 1);
     clock.advance(10_000);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
   });
 
   it('any answer starts the wait over: tries sent before it do not count', () => {
@@ -354,17 +366,17 @@ describe('stalls', () => {
     d.ended(2, 'answered'); // an answer: the three sent before it no longer count
     send(d, 2, 2);
     clock.advance(50);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
     send(d, 2, 1);
     clock.advance(11); // the first try after the answer has now waited 61 ms
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
   });
 
   it('needs peers that say what normal latency is, and the latency check on', () => {
     const { clock, d } = setup(3, { consecutiveFailures: 0, latency });
     send(d, 2, 5);
     clock.advance(10_000);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
     const off = setup(3, { consecutiveFailures: 0, latency: undefined });
     send(off.d, 2, 5);
     off.clock.advance(10_000);
@@ -375,10 +387,10 @@ describe('stalls', () => {
     const { clock, d } = withPeers();
     send(d, 2, 3);
     clock.advance(61);
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
     clock.advance(1000);
     expect(d.eligible()).toEqual([true, true, true]);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
   });
 
   it('tries that ended for reasons not its silence are no stall evidence (client left, reset)', () => {
@@ -387,7 +399,7 @@ describe('stalls', () => {
     d.ended(2, 'other');
     d.ended(2, 'other');
     clock.advance(10_000);
-    expect(d.checkStalls()).toBeUndefined(); // one try left: not enough
+    expect(check(d, clock)).toBeUndefined(); // one try left: not enough
   });
 
   it('tries it let time out still count: one try at a time to a hung endpoint is a stall', () => {
@@ -397,9 +409,9 @@ describe('stalls', () => {
     d.ended(2, 'timeout');
     send(d, 2, 1);
     clock.advance(60);
-    expect(d.checkStalls()).toBeUndefined(); // the second try has not waited long enough yet
+    expect(check(d, clock)).toBeUndefined(); // the second try has not waited long enough yet
     clock.advance(5);
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
   });
 
   it('one long request and a second try: no stall until the second has waited past the allowance', () => {
@@ -408,9 +420,9 @@ describe('stalls', () => {
     clock.advance(2000);
     send(d, 2, 1);
     clock.advance(6);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
     clock.advance(55);
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
   });
 
   it('a try that ended otherwise restarts the clock for the rest', () => {
@@ -419,9 +431,9 @@ describe('stalls', () => {
     clock.advance(1000);
     d.ended(2, 'other'); // two still waiting, but which ones is not known
     clock.advance(10);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
     clock.advance(55);
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
   });
 
   it('needs a try still waiting: nothing in flight is nothing stalled', () => {
@@ -430,18 +442,18 @@ describe('stalls', () => {
     clock.advance(1000);
     d.ended(2, 'timeout');
     d.ended(2, 'timeout');
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
   });
 
   it('a returned endpoint starts with no stall evidence: probes given up while it was out do not count', () => {
     const { clock, d } = withPeers();
     send(d, 2, 2);
     clock.advance(65);
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
     send(d, 2, 2); // probes that are never answered
     clock.advance(1000);
     expect(d.eligible()[2]).toBe(true);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
   });
 
   it('a stall the ejection cap refused keeps its evidence and ejects once there is room', () => {
@@ -450,20 +462,32 @@ describe('stalls', () => {
     expect(d.record(1, true, 10)?.endpoint).toBe(1); // the one ejection allowed
     send(d, 2, 2);
     clock.advance(65);
-    expect(d.checkStalls()).toBeUndefined(); // refused by the cap
+    expect(check(d, clock)).toBeUndefined(); // refused by the cap
     clock.advance(1000); // 1 returns
-    expect(d.checkStalls()?.endpoint).toBe(2);
+    expect(check(d, clock)?.endpoint).toBe(2);
+  });
+
+  it('no stall while no peer answered a try sent after it (this process or the host stalled)', () => {
+    const { clock, d } = withPeers();
+    send(d, 2, 2);
+    clock.advance(1000);
+    expect(d.checkStalls()).toBeUndefined(); // the peers' last answers are older than the wait
+    d.started(0);
+    d.ended(0, 'answered', clock.now() - 900, 900); // an answer, but as slow as the silence
+    expect(d.checkStalls()).toBeUndefined();
+    clock.advance(5);
+    expect(check(d, clock)?.reason).toBe('stalled');
   });
 
   it('looks at most every few milliseconds', () => {
     const { clock, d } = withPeers();
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
     send(d, 2, 3);
     clock.advance(61);
-    expect(d.checkStalls()?.reason).toBe('stalled');
+    expect(check(d, clock)?.reason).toBe('stalled');
     send(d, 1, 3);
     clock.advance(1);
-    expect(d.checkStalls()).toBeUndefined();
+    expect(check(d, clock)).toBeUndefined();
   });
 });
 
