@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import type { BenchOutcome } from './lib/procs.ts';
 import { envNum, fmt, freePort, httpGet, makeTmpDir, runMain, sleep, sluiceNodeFlags, sluiceRevision } from './lib/procs.ts';
 import { sluiceMissing, sluicePolicy, startSluice } from './lib/proxies.ts';
+import { percentile } from './lib/stats.ts';
 
 const P = {
   requests: envNum('BENCH_REQUESTS', 5000),
@@ -46,10 +47,6 @@ async function timeRequests(label: string, port: number, host: string, n: number
   }
   agent.destroy();
   return { label, statuses, ms };
-}
-
-function quantile(sorted: readonly number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
 }
 
 async function main(): Promise<BenchOutcome> {
@@ -103,7 +100,7 @@ async function main(): Promise<BenchOutcome> {
   for (const r of rows) {
     const sorted = [...r.ms].sort((a, b) => a - b);
     const statuses = [...r.statuses].map(([s, n]) => `${s} × ${n}`).join(', ');
-    lines.push(`| ${r.label} | ${statuses} | ${fmt(quantile(sorted, 0.5), 3)} | ${fmt(quantile(sorted, 0.99), 3)} | ${fmt(sorted.at(-1), 3)} |`);
+    lines.push(`| ${r.label} | ${statuses} | ${fmt(percentile(sorted, 0.5), 3)} | ${fmt(percentile(sorted, 0.99), 3)} | ${fmt(sorted.at(-1), 3)} |`);
   }
   if (failed) lines.push('', '**FAILED**: not every request through sluice was answered 503 circuit-open.');
   return { report: () => lines.join('\n'), failed };

@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { loadArgs, loadSpec, openLoop } from './lib/open-loop.ts';
+import { percentile } from './lib/stats.ts';
 
 export interface LoadRecord {
   start: number;
@@ -61,7 +62,7 @@ const rec: LoadRecord = {
   end: [],
   status: Array.from(status),
   firstError,
-  sendLagP99Ms: Float64Array.from(gen.sendLag).sort()[Math.max(0, Math.ceil(0.99 * n) - 1)] ?? Number.NaN,
+  sendLagP99Ms: percentile(Float64Array.from(gen.sendLag).sort(), 0.99),
 };
 for (let k = 0; k < n; k++) {
   rec.scheduled.push(epoch(start + (k + warmCount) * intervalMs));

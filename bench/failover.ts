@@ -37,6 +37,7 @@ import {
   versionOf,
   waitFor,
 } from './lib/procs.ts';
+import { percentile } from './lib/stats.ts';
 import { haproxyConf, nginxConf, sluicePolicy, startHaproxy, startNginx, startSluice, sluiceMissing, toolMissing } from './lib/proxies.ts';
 
 const P = {
@@ -205,9 +206,7 @@ interface RunResult {
 }
 
 function p99(xs: number[]): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = Float64Array.from(xs).sort();
-  return s[Math.min(s.length - 1, Math.ceil(0.99 * s.length) - 1)] as number;
+  return percentile(Float64Array.from(xs).sort(), 0.99);
 }
 
 function analyse(res: RunResult, rec: LoadRecord, st: UpstreamStats): void {

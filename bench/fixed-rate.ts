@@ -12,6 +12,7 @@
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { loadArgs, loadSpec, openLoop } from './lib/open-loop.ts';
+import { percentile } from './lib/stats.ts';
 
 export interface FixedRateResult {
   readonly rate: number;
@@ -39,12 +40,6 @@ export interface FixedRateResult {
   readonly sendLagMs: { readonly p99: number; readonly max: number };
   /** Measured requests over the span they were actually sent in (requests/s). */
   readonly achievedRate: number;
-}
-
-function percentile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[idx] as number;
 }
 
 async function main(): Promise<void> {

@@ -123,7 +123,7 @@ function rateLimitFor(
     metrics: deps.metrics.rateLimit,
     previous,
   });
-  if (previous !== build) previous?.close();
+  previous?.close(); // its rule state lives on in `build` where the rule kept its meaning
   return build;
 }
 

@@ -4,7 +4,7 @@
 import { classifyError } from '../stack/classify.ts';
 import { SluiceError } from '../stack/errors.ts';
 import type { Registry } from 'prom-client';
-import type { Clock, Direction, Handler, RequestContext } from '../stack/types.ts';
+import { abortTry, type Clock, type Direction, type Handler, type RequestContext } from '../stack/types.ts';
 import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
 import type { EndpointSet } from './endpoints.ts';
 import { dispatchTry } from './upstream-exchange.ts';
@@ -99,8 +99,5 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
 
 /** Ends an unanswered probe as a per-try timeout, which the retry layer retries elsewhere. */
 function abortProbe(ctx: RequestContext): void {
-  const listener = ctx.onCancel;
-  if (listener === undefined) return;
-  ctx.onCancel = undefined;
-  listener(new SluiceError('per-try-timeout', 'probe of an ejected endpoint went unanswered'));
+  abortTry(ctx, new SluiceError('per-try-timeout', 'probe of an ejected endpoint went unanswered'));
 }

@@ -126,6 +126,18 @@ export function releaseCancel(ctx: RequestContext, listener: (reason: Error) => 
   if (ctx.onCancel === listener) ctx.onCancel = undefined;
 }
 
+/**
+ * Ends the current try only, with `reason` (a per-try timer firing, a probe given up): the
+ * exchange goes on and the retry layer may try again. false when no try was waiting.
+ */
+export function abortTry(ctx: RequestContext, reason: Error): boolean {
+  const listener = ctx.onCancel;
+  if (listener === undefined) return false;
+  ctx.onCancel = undefined;
+  listener(reason);
+  return true;
+}
+
 /** Cancels the exchange once; whoever is doing I/O for it hears the reason. */
 export function cancel(ctx: RequestContext, reason: Error): void {
   if (ctx.cancelled !== undefined) return;

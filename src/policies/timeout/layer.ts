@@ -4,7 +4,7 @@
 // layer bounds one try until response headers, so a hung endpoint costs one try, not the deadline.
 import type { Counter, Registry } from 'prom-client';
 import { SluiceError } from '../../stack/errors.ts';
-import { cancel, type Clock, type Direction, type Layer, type RequestContext } from '../../stack/types.ts';
+import { abortTry, cancel, type Clock, type Direction, type Layer, type RequestContext } from '../../stack/types.ts';
 import { counter } from '../../telemetry/registry.ts';
 import { effectiveDeadlineMs, parseDeadlineHeader } from './deadline.ts';
 
@@ -71,16 +71,12 @@ export interface PerTryBuild {
 export function perTryTimeoutLayer(b: PerTryBuild): Layer {
   const fired = b.metrics.timeouts.labels({ direction: b.direction, upstream: b.upstream, kind: 'per_try' });
   return (next) => (req, ctx) => {
-    const timer = setTimeout(abortTry, b.perTryMs, ctx, fired);
+    const timer = setTimeout(onPerTry, b.perTryMs, ctx, fired);
     return next(req, ctx).finally(() => clearTimeout(timer));
   };
 }
 
-/** Ends the current try only: the exchange goes on, and the retry layer may try again. */
-function abortTry(ctx: RequestContext, fired: { inc(): void }): void {
-  const listener = ctx.onCancel;
-  if (listener === undefined) return;
-  ctx.onCancel = undefined;
-  fired.inc();
-  listener(new SluiceError('per-try-timeout'));
+/** The per-try timer: ends the try, counted when there was one to end. */
+function onPerTry(ctx: RequestContext, fired: { inc(): void }): void {
+  if (abortTry(ctx, new SluiceError('per-try-timeout'))) fired.inc();
 }
