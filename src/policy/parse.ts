@@ -17,6 +17,7 @@ import { readAddress, readTimeouts } from './sections.ts';
 import type { InboundPolicy, ListenerAddress, OutboundPolicy, SidecarPolicy } from './types.ts';
 import { checkGlobalRateLimits, readRateLimits, readRedis } from './ratelimits.ts';
 import { readUpstreams } from './upstreams.ts';
+import { readAdmission, readCreditGrants, readIdempotency } from './backpressure.ts';
 
 export { formatPolicyError, type ParseResult, type PolicyError } from './errors.ts';
 
@@ -126,7 +127,8 @@ function fieldsOf(f: Field | undefined, known: readonly string[]): MapView | und
 
 function readInbound(f: Field | undefined): InboundPolicy {
   const d = DEFAULTS.inbound;
-  const m = fieldsOf(f, ['listener', 'app', 'timeouts', 'maxDeadlineMs', 'rateLimits']);
+  const m = fieldsOf(f, ['listener', 'app', 'timeouts', 'maxDeadlineMs', 'rateLimits', 'admission', 'credits', 'idempotency']);
+  const admission = readAdmission(m?.get('admission'));
   const maxDeadline = m?.get('maxDeadlineMs');
   const maxDeadlineMs = maxDeadline ? readValue(maxDeadline, MAX_DEADLINE, undefined) : d.maxDeadlineMs;
   return {
@@ -136,6 +138,9 @@ function readInbound(f: Field | undefined): InboundPolicy {
     timeouts: readTimeouts(m?.get('timeouts'), d.timeouts),
     maxDeadlineMs: maxDeadlineMs === BAD ? d.maxDeadlineMs : (maxDeadlineMs as number | undefined),
     rateLimits: readRateLimits(m?.get('rateLimits'), []),
+    admission,
+    credits: readCreditGrants(m?.get('credits'), admission),
+    idempotency: readIdempotency(m?.get('idempotency')),
   };
 }
 

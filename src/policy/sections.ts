@@ -39,7 +39,7 @@ export function readTimeouts(f: Field | undefined, base: TimeoutPolicy): Timeout
  * A section that `off` disables. Turned on again below a level that had it off, it merges over
  * `fallback`, the nearest level above that has it on, so the result is always complete.
  */
-function readSwitchable<T extends object>(
+export function readSwitchable<T extends object>(
   f: Field | undefined,
   spec: SectionSpec<T>,
   base: T | undefined,
@@ -90,14 +90,16 @@ export function readLoadBalancer(f: Field | undefined, base: LoadBalancerPolicy)
  * A section of plain fields that merge as usual plus subsections that may each be `off`
  * (outlierDetection's successRate and latency, circuitBreaker's slowCall).
  */
-function readWithSwitchables<T extends object>(
+export function readWithSwitchables<T extends object>(
   f: Field,
   plain: Readonly<Record<string, FieldSpec>>,
   switchables: { readonly [K in keyof T]?: { readonly spec: SectionSpec<object>; readonly fallback: object } },
   base: T,
+  /** Further keys the caller reads itself from the returned view. */
+  extra: readonly string[] = [],
 ): { out: T; m: MapView } | undefined {
   const keys = Object.keys(switchables);
-  const m = f.map([...Object.keys(plain), ...keys]);
+  const m = f.map([...Object.keys(plain), ...keys, ...extra]);
   if (m === BAD) return undefined;
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [key, spec] of Object.entries(plain)) {

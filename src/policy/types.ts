@@ -105,6 +105,90 @@ export interface CircuitBreakerPolicy {
   readonly maxPending: number | undefined;
 }
 
+/** Requests name their priority in a header; anything else (or none) reads as 'default'. */
+export type Priority = 'critical' | 'default' | 'sheddable';
+
+/**
+ * An adaptive concurrency limit on the app (inbound), Vegas-style as in Netflix's
+ * concurrency-limits: the limit grows while latency stays near the no-load latency and shrinks
+ * as a queue builds in the app. The no-load latency (min RTT) is re-measured every
+ * `minRttProbeIntervalMs` by lowering the limit to `probeRatio` of itself for one sample window.
+ */
+export interface AdaptiveLimitPolicy {
+  /** Limit before any sample, requests in flight. */
+  readonly initialLimit: number;
+  /** The limit never falls below this. */
+  readonly minLimit: number;
+  /** Latency samples are aggregated per window before the limit moves, ms. */
+  readonly sampleWindowMs: number;
+  /** A window with fewer samples does not move the limit. */
+  readonly minSamples: number;
+  /** How often the no-load latency is re-measured, ms (jittered by ±10%). */
+  readonly minRttProbeIntervalMs: number;
+  /** During a probe window the limit is this share of itself (0..1), at least minLimit. */
+  readonly probeRatio: number;
+}
+
+/** Inbound admission: how many requests the app is given at once, and which wait or go first. */
+export interface AdmissionPolicy {
+  readonly mode: ProtectionMode;
+  /** undefined: the limit is the static `maxConcurrency`. */
+  readonly adaptive: AdaptiveLimitPolicy | undefined;
+  /** Static maximum of requests in flight to the app; the adaptive limit never exceeds it. */
+  readonly maxConcurrency: number;
+  /** Requests that find the app at its limit wait here (critical first), bounded both ways. */
+  readonly queue: { readonly maxWaiting: number; readonly maxWaitMs: number };
+  /** Lower-case header naming the priority: critical, default or sheddable. */
+  readonly priorityHeader: string;
+  /** Sheddable requests are refused once in flight reaches this share of the limit (0..1). */
+  readonly sheddableShare: number;
+  /** Refuse at once a request whose remaining deadline is shorter than the app's expected latency. */
+  readonly deadlineAware: boolean;
+}
+
+/** Consumer side of credit-based backpressure: shares the app's limit among producer sidecars. */
+export interface CreditGrantPolicy {
+  /** A grant is valid this long after it was last renewed (any request or answer renews it), ms. */
+  readonly leaseMs: number;
+  /** Relative share per producer service name (sluice-credit svc=...); others weigh 1. */
+  readonly weights: Readonly<Record<string, number>>;
+  /** Producers tracked at once; beyond it a new producer is served by plain admission. */
+  readonly maxProducers: number;
+}
+
+/** Producer side of credit-based backpressure, per upstream. */
+export interface CreditPolicy {
+  /** Requests with no credit wait here at most maxWaiting at once, each at most maxWaitMs. */
+  readonly maxWaiting: number;
+  readonly maxWaitMs: number;
+  /** An endpoint found not to grant credits (no sidecar) is sent to freely, asked again after this, ms. */
+  readonly recheckMs: number;
+}
+
+/** Inbound dedupe of requests that carry an Idempotency-Key. */
+export interface IdempotencyPolicy {
+  /** A completed response is replayed to duplicates for this long, ms. */
+  readonly ttlMs: number;
+  /** Keys remembered at once (LRU beyond it). */
+  readonly maxEntries: number;
+  /** Bytes of stored responses at once, all keys (LRU beyond it). */
+  readonly maxBytes: number;
+  /** A response larger than this is not stored: later duplicates get 409 instead of a replay. */
+  readonly maxResponseBytes: number;
+  /** memory: this sidecar only; redis: shared by every replica through spec.redis. */
+  readonly store: 'memory' | 'redis';
+}
+
+/** Hedged requests: a second try of an idempotent request while the first is still out. */
+export interface HedgePolicy {
+  /** Fixed delay before a hedge, ms; 'p95': the upstream's observed p95 latency. */
+  readonly delayMs: number | 'p95';
+  /** With delayMs: p95, hedges never go out sooner than this, ms. */
+  readonly minDelayMs: number;
+  /** Hedges per request beyond the first try. */
+  readonly maxHedges: number;
+}
+
 export interface RoutePolicy {
   readonly name: string;
   readonly match: {
@@ -120,6 +204,8 @@ export interface RoutePolicy {
    */
   readonly circuitBreaker: CircuitBreakerPolicy;
   readonly ownBreaker: boolean;
+  /** undefined: no hedging (the default). Only idempotent requests are hedged. */
+  readonly hedge: HedgePolicy | undefined;
 }
 
 export interface Endpoint {
@@ -144,6 +230,10 @@ export interface UpstreamPolicy {
   readonly circuitBreaker: CircuitBreakerPolicy;
   /** Every rule that applies to a request must admit it (per request, before retries). */
   readonly rateLimits: readonly RateLimitPolicy[];
+  /** undefined: credits off for this upstream (the default). */
+  readonly credits: CreditPolicy | undefined;
+  /** The hedge routes inherit unless they set their own. */
+  readonly hedge: HedgePolicy | undefined;
   /** Routes in match order; a final catch-all route named 'default' is always present. */
   readonly routes: readonly RoutePolicy[];
 }
@@ -161,6 +251,12 @@ export interface InboundPolicy {
   readonly maxDeadlineMs: number | undefined;
   /** Admission of inbound requests by rate (per tenant, per source...). */
   readonly rateLimits: readonly RateLimitPolicy[];
+  /** undefined: off. */
+  readonly admission: AdmissionPolicy | undefined;
+  /** undefined: off. Needs admission (the limit it shares out). */
+  readonly credits: CreditGrantPolicy | undefined;
+  /** undefined: off. */
+  readonly idempotency: IdempotencyPolicy | undefined;
 }
 
 export interface ServerLimits {

@@ -2,6 +2,7 @@
 // built-in defaults < outbound.defaults < upstream < route.
 import { DNS_DEFAULTS, readDns } from './dns.ts';
 import { readRateLimits } from './ratelimits.ts';
+import { readCredits, readHedge } from './backpressure.ts';
 import { BAD, type Field } from './reader.ts';
 import { DEFAULTS, MAX_CONNECTIONS, readValue } from './schema.ts';
 import {
@@ -27,6 +28,8 @@ type Level = Pick<
   | 'circuitBreaker'
   | 'dns'
   | 'rateLimits'
+  | 'credits'
+  | 'hedge'
 >;
 
 const LEVEL_FIELDS = [
@@ -39,9 +42,11 @@ const LEVEL_FIELDS = [
   'circuitBreaker',
   'dns',
   'rateLimits',
+  'credits',
+  'hedge',
 ] as const;
 const UPSTREAM_FIELDS = ['name', 'hosts', 'endpoints', ...LEVEL_FIELDS, 'routes'] as const;
-const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry', 'circuitBreaker'] as const;
+const ROUTE_FIELDS = ['name', 'match', 'timeouts', 'retry', 'circuitBreaker', 'hedge'] as const;
 
 export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_LABEL_RULE = "a DNS label (lower-case letters, digits and '-', at most 63 characters)";
@@ -60,6 +65,8 @@ const BUILT_IN: Level = {
   circuitBreaker: DEFAULTS.outbound.circuitBreaker,
   dns: DNS_DEFAULTS,
   rateLimits: [],
+  credits: undefined,
+  hedge: undefined,
 };
 
 function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy): Level {
@@ -76,6 +83,8 @@ function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy
     circuitBreaker: readCircuitBreaker(f.lookup('circuitBreaker'), base.circuitBreaker),
     dns: readDns(f.lookup('dns'), base.dns),
     rateLimits: readRateLimits(f.lookup('rateLimits'), base.rateLimits),
+    credits: readCredits(f.lookup('credits'), base.credits),
+    hedge: readHedge(f.lookup('hedge'), base.hedge),
   };
 }
 
@@ -87,6 +96,7 @@ function catchAll(level: Level): RoutePolicy {
     retry: level.retry,
     circuitBreaker: level.circuitBreaker,
     ownBreaker: false,
+    hedge: level.hedge,
   };
 }
 
@@ -204,6 +214,7 @@ function readRoute(
     // A route that writes circuitBreaker gets a breaker of its own, over the upstream's settings.
     circuitBreaker: readCircuitBreaker(m.get('circuitBreaker'), upstream.circuitBreaker),
     ownBreaker: m.get('circuitBreaker') !== undefined,
+    hedge: readHedge(m.get('hedge'), upstream.hedge),
   };
 }
 

@@ -429,6 +429,8 @@ export class InboundRouter {
       retry: undefined,
       retryBudget: undefined,
       circuitBreaker,
+      credits: undefined,
+      hedge: undefined,
       routes: [
         {
           name: 'default',
@@ -437,6 +439,7 @@ export class InboundRouter {
           retry: undefined,
           circuitBreaker,
           ownBreaker: false,
+          hedge: undefined,
         },
       ],
     };

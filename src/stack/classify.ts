@@ -71,6 +71,11 @@ const SLUICE_VERDICTS: Readonly<Record<LocalReplyCode, Verdict>> = {
   'circuit-open': LOCAL, // our refusal: counting it would keep the breaker open forever
   'rate-limited': LOCAL,
   'no-endpoints': LOCAL, // nothing was tried: no endpoint to count it against
+  'no-credit': LOCAL, // our refusal before the wire: the upstream did nothing wrong
+  shed: LOCAL, // our own shedding never counts as an upstream failure
+  'deadline-too-short': LOCAL,
+  'idempotency-conflict': LOCAL,
+  'idempotency-mismatch': LOCAL,
   'client-closed': ABORTED, // the client went away: nobody waits, nothing failed upstream
 };
 

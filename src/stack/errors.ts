@@ -18,6 +18,11 @@ export type LocalReplyCode =
   | 'circuit-open' // the upstream's circuit breaker is open: it failed too often just now (503)
   | 'rate-limited' // a rate limit refused the request (429)
   | 'no-endpoints' // the upstream has no endpoints now: its names resolved to no address (503)
+  | 'no-credit' // the upstream granted no credit now and none came back in time (503)
+  | 'shed' // inbound admission: the app is at its concurrency limit; lower priorities go first (503)
+  | 'deadline-too-short' // inbound admission: less time left than the app is taking now (504)
+  | 'idempotency-conflict' // a duplicate whose original cannot be replayed (too large, or failed) (409)
+  | 'idempotency-mismatch' // an Idempotency-Key reused for a different method or path (422)
   | 'client-closed'; // the client went away; nobody reads this reply, it names the outcome (499)
 
 interface ReplyShape {
@@ -40,6 +45,11 @@ const REPLIES: Readonly<Record<LocalReplyCode, ReplyShape>> = {
   'circuit-open': { status: 503, message: 'circuit breaker is open for this upstream' },
   'rate-limited': { status: 429, message: 'rate limit exceeded' },
   'no-endpoints': { status: 503, message: 'upstream has no endpoints' },
+  'no-credit': { status: 503, message: 'no credit from the upstream: it is at capacity' },
+  shed: { status: 503, message: 'the app is at its concurrency limit' },
+  'deadline-too-short': { status: 504, message: 'less time left than the app takes to answer now' },
+  'idempotency-conflict': { status: 409, message: 'a request with this Idempotency-Key cannot be replayed' },
+  'idempotency-mismatch': { status: 422, message: 'this Idempotency-Key was used for a different request' },
   'client-closed': { status: 499, message: 'client closed the connection' },
 };
 
