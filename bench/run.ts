@@ -9,9 +9,9 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import type { FixedRateResult } from './fixed-rate.ts';
+import { CLK_TCK, otherCpuMeter, ticksDelta, treeTicks, waitQuiet } from './lib/cpu.ts';
 import type { BenchOutcome } from './lib/procs.ts';
 import {
   NODE,
@@ -31,7 +31,6 @@ import {
   pinned,
   processTree,
   proxyVersions,
-  readStat,
   runMain,
   sleep,
   sluiceNodeFlags,
@@ -70,12 +69,6 @@ const P = {
   sluiceNodeFlags: sluiceNodeFlags(),
 };
 
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 
@@ -87,22 +80,6 @@ function fmtInt(n: number | undefined): string {
 // ---------------------------------------------------------------------------------------------
 // /proc accounting
 
-/** CPU ticks per PID for the tree under `roots`. */
-function treeTicks(roots: readonly number[]): Map<number, number> {
-  const m = new Map<number, number>();
-  for (const pid of processTree(roots)) {
-    const st = readStat(pid);
-    if (st !== undefined) m.set(pid, st.ticks);
-  }
-  return m;
-}
-
-function ticksDelta(before: Map<number, number>, after: Map<number, number>): number {
-  let sum = 0;
-  for (const [pid, t] of after) sum += t - (before.get(pid) ?? 0);
-  return sum;
-}
-
 function statusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number | undefined {
   try {
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -110,17 +87,6 @@ function statusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Busy ticks (user+nice+system, not idle/iowait/irq/softirq/steal) per CPU from /proc/stat. */
-function cpuBusyTicks(): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
-    const f = line.split(/\s+/);
-    if (!/^cpu\d+$/.test(f[0] ?? '')) continue;
-    m.set((f[0] as string).slice(3), Number(f[1]) + Number(f[2]) + Number(f[3]));
-  }
-  return m;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,46 +323,6 @@ const ROWS: RowSpec[] = [
   },
 ];
 
-/**
- * Measures, over one load run, busy CPU on the two bench cores that none of our processes used:
- * other work on the machine (tests, compilers) that competes with what is being measured.
- */
-function otherCpuMeter(ourRoots: readonly number[]): (loadTicks: number) => number {
-  const ours0 = treeTicks(ourRoots);
-  const busy0 = cpuBusyTicks();
-  const self0 = process.cpuUsage();
-  const t0 = performance.now();
-  return (loadTicks) => {
-    const busy1 = cpuBusyTicks();
-    const ours1 = treeTicks(ourRoots);
-    const self = process.cpuUsage(self0);
-    const seconds = (performance.now() - t0) / 1000;
-    let busy = 0;
-    for (const cpu of [P.loadCpu, P.serverCpu]) busy += (busy1.get(cpu) ?? 0) - (busy0.get(cpu) ?? 0);
-    const ours = ticksDelta(ours0, ours1) + loadTicks + ((self.user + self.system) / 1e6) * CLK_TCK;
-    return Math.max(0, ((busy - ours) / CLK_TCK / seconds) * 100);
-  };
-}
-
-/**
- * Waits (bounded) until the two bench CPUs stay under 5% of a core busy for a second while our
- * processes are idle, so a row does not start in the middle of someone else's test run.
- * Returns the seconds waited, or undefined if the machine never went quiet.
- */
-async function waitQuiet(): Promise<number | undefined> {
-  const t0 = Date.now();
-  const deadline = t0 + P.quietWaitSeconds * 1000;
-  do {
-    const b0 = cpuBusyTicks();
-    await sleep(1000);
-    const b1 = cpuBusyTicks();
-    let busy = 0;
-    for (const cpu of [P.loadCpu, P.serverCpu]) busy += (b1.get(cpu) ?? 0) - (b0.get(cpu) ?? 0);
-    if (busy / CLK_TCK < 0.05) return (Date.now() - t0) / 1000;
-  } while (Date.now() < deadline && !isAborting());
-  return undefined;
-}
-
 // ---------------------------------------------------------------------------------------------
 // One row
 
@@ -418,7 +344,7 @@ interface RowResult {
 
 async function settle(label: string, phase: string, res: RowResult): Promise<void> {
   if (P.quietWaitSeconds <= 0) return;
-  const waited = await waitQuiet();
+  const waited = await waitQuiet([P.loadCpu, P.serverCpu], P.quietWaitSeconds);
   if (waited === undefined) {
     (res.notQuiet ??= []).push(phase);
     process.stderr.write(`[bench] ${label}: CPUs still busy with other work after ${P.quietWaitSeconds}s; starting ${phase} anyway\n`);
@@ -444,7 +370,7 @@ async function runRow(spec: RowSpec, tmp: string, upstream: Proc, upstreamPort: 
     await settle(spec.label, 'saturation', res);
     process.stderr.write(`[bench] ${spec.label}: saturation ${P.satSeconds}s\n`);
     const proxy0 = treeTicks(roots);
-    const satNoise = otherCpuMeter([...roots, upstream.pid]);
+    const satNoise = otherCpuMeter([P.loadCpu, P.serverCpu], [...roots, upstream.pid]);
     let peakRssKiB = 0;
     const sampler = setInterval(() => {
       let sum = 0;
@@ -467,7 +393,7 @@ async function runRow(spec: RowSpec, tmp: string, upstream: Proc, upstreamPort: 
 
     await settle(spec.label, 'fixed rate', res);
     process.stderr.write(`[bench] ${spec.label}: fixed rate ${P.rate}/s for ${P.fixedSeconds}s\n`);
-    const fixedNoise = otherCpuMeter([...roots, upstream.pid]);
+    const fixedNoise = otherCpuMeter([P.loadCpu, P.serverCpu], [...roots, upstream.pid]);
     const fixed = await fixedRate(target.url);
     res.otherCpuFixedPct = fixedNoise(fixed.ticks);
     res.fixed = fixed.result;
