@@ -8,6 +8,8 @@ import { RetryBudget } from '../../../../src/policies/retry/budget.ts';
 import { HEDGE_LOST } from '../../../../src/policies/retry/hedge-race.ts';
 import { declareHedgeMetrics, hedgeLayer, LatencyTracker, type HedgeBuild } from '../../../../src/policies/retry/hedge.ts';
 import type { HedgePolicy, RetryBudgetPolicy } from '../../../../src/policy/types.ts';
+import { upstreamFailure } from '../../../../src/proxy/upstream-client.ts';
+import { classifyError } from '../../../../src/stack/classify.ts';
 import { SluiceError } from '../../../../src/stack/errors.ts';
 import {
   cancel,
@@ -435,6 +437,12 @@ describe('hedge layer', () => {
     await on.layer(next)(request(), testContext());
     await off.layer(next)(request(), testContext());
     expect(budget.requestsInWindow()).toBe(1);
+  });
+
+  it('ends losers with an abort: no failure for the breaker or ejection, however the client maps it', () => {
+    for (const err of [HEDGE_LOST, upstreamFailure(HEDGE_LOST)]) {
+      expect(classifyError(err)).toMatchObject({ failure: false, kind: 'aborted' });
+    }
   });
 
   it('refuses a bad policy with the value in the message', () => {
