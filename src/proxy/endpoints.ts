@@ -81,11 +81,16 @@ export class EndpointSet {
     }
   }
 
-  /** The endpoint for the next try: balanced over those not ejected, avoiding `avoid` if it can. */
-  pick(avoid: number): number {
+  /**
+   * The endpoint for the next try: balanced over those not ejected, avoiding `avoid` if it can.
+   * `allowed` (credits: endpoints with a credit to spend) narrows the choice; when every allowed
+   * endpoint is ejected, the allowed ones are picked from all the same: the credit is there.
+   */
+  pick(avoid: number, allowed?: readonly boolean[]): number {
     const stalled = this.#detector.checkStalls();
     if (stalled !== undefined) this.#report(stalled);
-    const eligible = this.#detector.eligible();
+    let eligible = this.#detector.eligible();
+    if (allowed !== undefined) eligible = this.#narrow(eligible, allowed);
     const returned = this.#detector.takeReturned();
     for (const i of returned) {
       // Shadow mode reports would-be returns too; only enforced ejections moved the gauge.
@@ -99,6 +104,18 @@ export class EndpointSet {
       if (this.#avoiding[k]) others++;
     }
     return this.#balancer.pick(others > 0 ? this.#avoiding : eligible);
+  }
+
+  /** Scratch for the allowed ∩ eligible set. */
+  readonly #narrowed: boolean[] = [];
+
+  #narrow(eligible: readonly boolean[], allowed: readonly boolean[]): readonly boolean[] {
+    let any = false;
+    for (let k = 0; k < allowed.length; k++) {
+      this.#narrowed[k] = eligible[k] === true && allowed[k] === true;
+      any ||= this.#narrowed[k] as boolean;
+    }
+    return any ? this.#narrowed : allowed;
   }
 
   /**

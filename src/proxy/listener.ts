@@ -201,6 +201,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       retryReason: undefined,
       probed: false,
       localReply: undefined,
+      credit: undefined,
       source: req.socket.remoteAddress ?? '',
       shadowRefusals: undefined,
     };

@@ -16,6 +16,12 @@ import { EndpointSet } from './endpoints.ts';
 import { UpstreamGuards } from './guards.ts';
 import type { PoolSet } from './pools.ts';
 import type { Logger } from 'pino';
+import type { AdmissionControl } from '../policies/admission/control.ts';
+import type { CreditGrants } from '../policies/credits/grant-layer.ts';
+import type { CreditPool, ProducerIdentity } from '../policies/credits/pool.ts';
+import type { IdempotencyDedupe } from '../policies/idempotency/dedupe.ts';
+import type { LatencyTracker } from '../policies/retry/hedge.ts';
+import { InboundBackpressure, OutboundBackpressure } from './backpressure.ts';
 
 export interface RouteTarget {
   readonly handler: Handler;
@@ -41,9 +47,22 @@ export interface RuntimeDeps {
   readonly dns: (() => DnsFunctions) | undefined;
   /** The sidecar's Redis link for global rate limits under the policy being applied, if any. */
   readonly rateLimitStore: () => GlobalStore | undefined;
+  /** Who this sidecar is in the credit claims it sends. */
+  readonly identity: () => ProducerIdentity;
 }
 
 type UpstreamShape = Omit<UpstreamPolicy, 'name' | 'hosts' | 'endpoints'>;
+
+/** The backpressure builds a runtime's stacks share (see ./backpressure.ts); each may be absent. */
+interface StackExtras {
+  readonly latency?: LatencyTracker | undefined;
+  readonly credits?: CreditPool | undefined;
+  readonly creditGrants?: CreditGrants | undefined;
+  readonly admission?: AdmissionControl | undefined;
+  readonly idempotency?: IdempotencyDedupe | undefined;
+}
+
+const NO_EXTRAS: StackExtras = {};
 
 class UpstreamRuntime {
   readonly #routes: readonly { readonly policy: RoutePolicy; readonly target: RouteTarget }[];
@@ -59,6 +78,7 @@ class UpstreamRuntime {
     rateLimit: RateLimitBuild | undefined,
     policy: SidecarPolicy,
     deps: RuntimeDeps,
+    extras: StackExtras = NO_EXTRAS,
   ) {
     const connectionSlots = (): number => shape.maxConnectionsPerEndpoint * endpoints.length;
     const breakerBuild = (route: RoutePolicy) => {
@@ -85,6 +105,11 @@ class UpstreamRuntime {
           endpoints: endpointSet,
           breaker: breakerBuild(route),
           rateLimit,
+          hedge: route.hedge === undefined || extras.latency === undefined ? undefined : { policy: route.hedge, latency: extras.latency },
+          credits: extras.credits,
+          creditGrants: extras.creditGrants,
+          admission: extras.admission,
+          idempotency: extras.idempotency,
           deadlineHeader: policy.deadlineHeader,
           clock: deps.clock,
           random: deps.random,
@@ -224,9 +249,11 @@ export class OutboundRouter {
   #passthroughRateLimit: RateLimitBuild | undefined;
   #passthrough = new Map<string, { runtime: UpstreamRuntime; endpoint: Endpoint; guards: UpstreamGuards }>();
   #passthroughBudget: RetryBudget | undefined;
+  readonly #backpressure: OutboundBackpressure;
 
   constructor(deps: RuntimeDeps, pools: PoolSet, passthroughPools: PoolSet) {
     this.#deps = deps;
+    this.#backpressure = new OutboundBackpressure(deps.clock, deps.metrics, deps.identity);
     this.#pools = pools;
     this.#passthroughPools = passthroughPools;
   }
@@ -257,6 +284,7 @@ export class OutboundRouter {
       this.#build(u, previous.sets.get(u.name));
     }
     for (const [name, b] of previous.rateLimits) if (!this.#rateLimits.has(name)) b.close();
+    this.#backpressure.retain(new Set(out.upstreams.map((u) => u.name)));
     // Forwarded unknown hosts share one build, as they share one budget.
     this.#passthroughRateLimit = rateLimitFor(
       'outbound',
@@ -289,6 +317,7 @@ export class OutboundRouter {
     for (const entry of this.#passthrough.values()) entry.guards.retire();
     for (const b of this.#rateLimits.values()) b.close();
     this.#passthroughRateLimit?.close();
+    this.#backpressure.close();
   }
 
   /** The upstream's runtime over its endpoints as resolved now, with its hosts pointing at it. */
@@ -300,7 +329,11 @@ export class OutboundRouter {
     const budget = this.#budgets.get(u.name);
     const policy = this.#policy as SidecarPolicy;
     const rateLimit = this.#rateLimits.get(u.name);
-    const runtime = new UpstreamRuntime('outbound', u.name, u, endpoints, kept.set, budget, guards, rateLimit, policy, this.#deps);
+    const extras: StackExtras = {
+      latency: this.#backpressure.latency(u.name),
+      credits: this.#backpressure.pool(u, endpoints, kept.set),
+    };
+    const runtime = new UpstreamRuntime('outbound', u.name, u, endpoints, kept.set, budget, guards, rateLimit, policy, this.#deps, extras);
     for (const host of u.hosts) this.#byHost.set(host, runtime);
   }
 
@@ -410,10 +443,12 @@ export class InboundRouter {
   #guards: UpstreamGuards | undefined;
   #rateLimit: RateLimitBuild | undefined;
   #policy: SidecarPolicy | undefined;
+  readonly #backpressure: InboundBackpressure;
 
   constructor(deps: RuntimeDeps, pools: PoolSet) {
     this.#deps = deps;
     this.#pools = pools;
+    this.#backpressure = new InboundBackpressure(deps);
   }
 
   apply(policy: SidecarPolicy): void {
@@ -448,7 +483,10 @@ export class InboundRouter {
     this.#set = endpointSetFor('app', shape, [app], this.#pools, this.#deps, this.#set);
     this.#guards = UpstreamGuards.build('app', shape, this.#guards, this.#deps, true);
     this.#rateLimit = rateLimitFor('inbound', 'app', policy.inbound.rateLimits, this.#rateLimit, this.#deps);
-    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, this.#guards, this.#rateLimit, policy, this.#deps);
+    const bp = this.#backpressure;
+    bp.apply(policy);
+    const extras: StackExtras = { admission: bp.admission, creditGrants: bp.creditGrants, idempotency: bp.idempotency };
+    this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, this.#guards, this.#rateLimit, policy, this.#deps, extras);
     this.#pools.retain([[app, poolSettings(shape)]], retire);
   }
 
@@ -457,9 +495,10 @@ export class InboundRouter {
   }
 
   /** The sidecar is closing. */
-  close(): void {
+  close(): Promise<void> {
     this.#guards?.retire();
     this.#rateLimit?.close();
+    return this.#backpressure.close();
   }
 }
 

@@ -17,6 +17,7 @@ import { counter, gauge } from '../telemetry/registry.ts';
 import { startAdmin, type Admin } from './admin.ts';
 import { startListener, type Listener } from './listener.ts';
 import { PoolSet } from './pools.ts';
+import { sidecarIdentity } from './backpressure.ts';
 import { InboundRouter, OutboundRouter, parseAuthority, type RouteTarget } from './router.ts';
 
 export interface SidecarOptions {
@@ -56,6 +57,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? silentLogger;
   const registry = new Registry();
+  const identity = sidecarIdentity(process.env['POD_NAME'], opts.policy.name);
   if (opts.processMetrics === true) collectDefaultMetrics({ register: registry });
   const replayAllowance = new ReplayAllowance(opts.policy.limits.maxRetryBufferBytes);
   const deps = {
@@ -68,6 +70,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     dns: opts.dns,
     replayAllowance,
     rateLimitStore: () => redis?.link,
+    identity: () => identity,
   };
   const policyMetrics = declarePolicyMetrics(registry);
 
@@ -195,8 +198,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
 
   const closePools = (): Promise<unknown> => {
     outboundRouter.close();
-    inboundRouter.close();
-    return Promise.all([pools.close(), passthroughPools.close(), inboundPools.close(), redis?.link.close()]);
+    return Promise.all([inboundRouter.close(), pools.close(), passthroughPools.close(), inboundPools.close(), redis?.link.close()]);
   };
 
   return {

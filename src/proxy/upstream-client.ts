@@ -8,6 +8,8 @@ import { abortTry, type Clock, type Direction, type Handler, type RequestContext
 import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
 import type { EndpointSet } from './endpoints.ts';
 import { dispatchTry } from './upstream-exchange.ts';
+import type { CreditPool } from '../policies/credits/pool.ts';
+import { CREDIT_HEADER, GRANT_HEADER } from '../policies/credits/protocol.ts';
 
 export interface UpstreamMetrics {
   readonly attempts: HotCounter<'direction' | 'upstream'>;
@@ -37,6 +39,8 @@ export interface UpstreamClientBuild {
    * endpoint; the retry layer retries a failed probe whatever it failed with.
    */
   readonly probes: boolean;
+  /** With credits on: tries go only to endpoints with a credit, and carry the claim. */
+  readonly credits?: CreditPool | undefined;
 }
 
 /** Undici and socket errors become typed errors with a stable code; our own pass through. */
@@ -56,20 +60,33 @@ export function upstreamFailure(err: unknown): SluiceError {
 }
 
 export function upstreamClient(b: UpstreamClientBuild): Handler {
-  const { endpoints, deadlineHeader, clock } = b;
+  const { endpoints, deadlineHeader, clock, credits } = b;
   const bodyTimeout = b.idleMs ?? 0;
   const attempts = b.metrics.attempts.labels({ direction: b.direction, upstream: b.upstream });
   return (req, ctx) => {
     attempts.inc();
+    const credit = credits === undefined ? undefined : ctx.credit;
     // Probes are bodiless GET/HEAD first tries: idempotent, and always replayable elsewhere.
     const probing =
-      b.probes && ctx.attempt === 1 && req.body === null && (req.method === 'GET' || req.method === 'HEAD') ? endpoints.probe() : -1;
+      credit === undefined && b.probes && ctx.attempt === 1 && req.body === null && (req.method === 'GET' || req.method === 'HEAD') ? endpoints.probe() : -1;
     // A retry avoids the endpoint that just failed it, when there is another (Envoy's
     // previous_hosts predicate): retrying on the same bad endpoint wastes the budget.
-    const i = probing >= 0 ? probing : endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
+    // With a credit reserved, only endpoints that have one to spend are candidates (and no probe:
+    // an ejected endpoint's credits are spent like any other's, when the balancer picks it).
+    const i =
+      credit !== undefined
+        ? endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1, (credits as CreditPool).eligible())
+        : probing >= 0
+          ? probing
+          : endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
     ctx.lastEndpoint = i;
-    ctx.probed = probing >= 0;
-    const headers = req.headers;
+    ctx.probed = credit === undefined && probing >= 0;
+    let headers = req.headers;
+    if (credit !== undefined) {
+      // This try's own list: the claim names the endpoint's grant, which differs per try.
+      headers = [...headers, CREDIT_HEADER, (credits as CreditPool).spend(i)];
+      credit.endpoint = i;
+    }
     if (ctx.deadlineMs !== Infinity) {
       // The next hop learns how much time is left, minus what we already spent. The list is this
       // request's own; a retry finds the header it set last time at the end and updates it.
@@ -85,7 +102,17 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
       ctx,
       upstreamFailure,
-      (status, error) => endpoints.settled(i, startedMs, status, error, probing >= 0),
+      credits === undefined
+        ? (status, error) => endpoints.settled(i, startedMs, status, error, probing >= 0)
+        : (status, error, resHeaders) => {
+            const grant = resHeaders?.[GRANT_HEADER];
+            if (grant !== undefined) {
+              // The consumer's grant is for this sidecar, not for the app.
+              delete resHeaders?.[GRANT_HEADER];
+              if (typeof grant === 'string') credits.onAnswer(i, grant);
+            }
+            endpoints.settled(i, startedMs, status, error, ctx.probed);
+          },
     );
     if (probing < 0) return tried;
     // A probe waits no longer than a healthy endpoint's answer may take: a still-hung endpoint

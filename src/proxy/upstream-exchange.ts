@@ -13,7 +13,11 @@ type Controller = Dispatcher.DispatchController;
 type Trailers = Record<string, string | string[]>;
 
 /** Told how each try settled (status at its headers, or the failure), for balancing and ejection. */
-export type TryObserver = (statusCode: number | undefined, error: unknown) => void;
+export type TryObserver = (
+  statusCode: number | undefined,
+  error: unknown,
+  headers?: Record<string, string | string[] | undefined>,
+) => void;
 
 export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBody {
   readonly #ctx: RequestContext;
@@ -74,7 +78,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     if (statusCode < 200) return;
     stripResponseHopByHop(headers);
     this.#answered = true;
-    this.#observe?.(statusCode, undefined);
+    this.#observe?.(statusCode, undefined, headers);
     this.#resolve({ statusCode, headers, body: this.#noBody || statusCode === 204 || statusCode === 304 ? null : this });
   }
 

@@ -75,6 +75,17 @@ export class SluiceError extends Error {
   get status(): number {
     return REPLIES[this.code].status;
   }
+
+  /** The same refusal with further reply headers (a layer further out adds its own). */
+  withHeaders(extra: Readonly<Record<string, string>>): SluiceError {
+    const copy = new SluiceError(this.code, undefined, {
+      cause: this.cause,
+      ...(this.retryAfterS === undefined ? {} : { retryAfterS: this.retryAfterS }),
+      headers: { ...this.headers, ...extra },
+    });
+    copy.message = this.message;
+    return copy;
+  }
 }
 
 /** The one mapping from an error to the reply a client sees. Unknown errors are upstream errors. */

@@ -1,12 +1,12 @@
 // THE order of the request path, outermost first. Config switches a layer off (its build is
 // undefined); it never reorders them. Each line says why the layer sits where it does.
 //
-// DESIGN.md's full outbound order, with the layers still to come marked (later):
-//   telemetry → deadline → rate limit → retry + budget → caps + circuit breaker →
-//   credits (later) → per-try timeout → upstream client, which balances (p2c-ewma) over the
-//   endpoints outlier ejection leaves in rotation: both learn from each try where it settles.
-// Inbound today: telemetry → deadline → rate limit → app; adaptive concurrency, credit grant
-// and idempotency (later) go between rate limit and the app client.
+// Outbound: telemetry → deadline → rate limit → retry + budget → hedge → caps + circuit breaker
+//   → credits → per-try timeout → upstream client, which balances (p2c-ewma) over the endpoints
+//   outlier ejection leaves in rotation (and, with credits, that have a credit to spend): both
+//   learn from each try where it settles.
+// Inbound: telemetry → deadline → rate limit → credit grant → admission → idempotency → app.
+// One list serves both directions: the inbound-only and outbound-only layers are never both on.
 import type { Registry } from 'prom-client';
 import { declareRateLimitMetrics, rateLimitLayer, type RateLimitBuild, type RateLimitMetrics } from '../policies/ratelimit/layer.ts';
 import { breakerLayer, declareBreakerMetrics, type BreakerBuild, type BreakerMetrics } from '../policies/breaker/layer.ts';
@@ -24,6 +24,13 @@ import { declareEndpointMetrics, type EndpointMetrics, type EndpointSet } from '
 import { declareUpstreamMetrics, upstreamClient, type UpstreamMetrics } from '../proxy/upstream-client.ts';
 import { declareTelemetryMetrics, telemetryLayer, type TelemetryMetrics } from '../telemetry/layer.ts';
 import { SluiceError } from './errors.ts';
+import { declareAdmissionMetrics, type AdmissionControl, type AdmissionMetrics } from '../policies/admission/control.ts';
+import { declareIdempotencyMetrics, type IdempotencyDedupe, type IdempotencyMetrics } from '../policies/idempotency/dedupe.ts';
+import { declareHedgeMetrics, hedgeLayer, type HedgeMetrics, type LatencyTracker } from '../policies/retry/hedge.ts';
+import { creditLayer, declareCreditMetrics, type CreditMetrics } from '../policies/credits/layer.ts';
+import type { CreditPool } from '../policies/credits/pool.ts';
+import { creditGrantLayer, type CreditGrants } from '../policies/credits/grant-layer.ts';
+import type { HedgePolicy } from '../policy/types.ts';
 import type { Clock, Direction, Handler, Layer } from './types.ts';
 
 /** Every metric family the stack's layers own, declared once per registry. */
@@ -35,6 +42,10 @@ export interface StackMetrics {
   readonly endpoints: EndpointMetrics;
   readonly breaker: BreakerMetrics;
   readonly rateLimit: RateLimitMetrics;
+  readonly admission: AdmissionMetrics;
+  readonly idempotency: IdempotencyMetrics;
+  readonly hedge: HedgeMetrics;
+  readonly credits: CreditMetrics;
 }
 
 export function declareStackMetrics(registry: Registry): StackMetrics {
@@ -46,6 +57,10 @@ export function declareStackMetrics(registry: Registry): StackMetrics {
     endpoints: declareEndpointMetrics(registry),
     breaker: declareBreakerMetrics(registry),
     rateLimit: declareRateLimitMetrics(registry),
+    admission: declareAdmissionMetrics(registry),
+    idempotency: declareIdempotencyMetrics(registry),
+    hedge: declareHedgeMetrics(registry),
+    credits: declareCreditMetrics(registry),
   };
 }
 
@@ -66,6 +81,16 @@ export interface RouteBuild {
   readonly rateLimit: RateLimitBuild | undefined;
   /** The caps and breaker this route's tries pass; undefined when the policy turns them off. */
   readonly breaker: Omit<BreakerBuild, 'upstream' | 'clock' | 'metrics'> | undefined;
+  /** Hedging for this route, with the upstream's latency tracker (outbound). */
+  readonly hedge: { readonly policy: HedgePolicy; readonly latency: LatencyTracker } | undefined;
+  /** The credits this upstream's consumers granted (outbound, credits on). */
+  readonly credits: CreditPool | undefined;
+  /** The credits this sidecar grants its producers (inbound, credits on). */
+  readonly creditGrants: CreditGrants | undefined;
+  /** Inbound admission: adaptive concurrency, priority shedding, deadline-aware refusals. */
+  readonly admission: AdmissionControl | undefined;
+  /** Inbound dedupe of requests carrying an Idempotency-Key. */
+  readonly idempotency: IdempotencyDedupe | undefined;
   readonly deadlineHeader: string;
   readonly clock: Clock;
   readonly random: () => number;
@@ -95,6 +120,15 @@ export function buildStack(b: RouteBuild): Handler {
     // Per request, before retries: a refused request is refused once, and retries (which the
     // budget bounds) are not charged to the caller's rate.
     b.rateLimit === undefined || b.rateLimit.limiters.length === 0 ? undefined : rateLimitLayer(b.rateLimit),
+    // Inbound: outside admission, so the grant rides on every answer, admission's refusals too,
+    // and admission can tell a producer's granted request from one without credits.
+    b.creditGrants === undefined ? undefined : creditGrantLayer(b.creditGrants),
+    // Inbound: the app's concurrency limit; sheds lower priorities first, refuses requests whose
+    // deadline is shorter than the app's latency now. Before dedupe: a refused duplicate never
+    // holds a key.
+    b.admission?.layer(),
+    // Inbound, innermost: the app sees each Idempotency-Key once; only admitted requests reach it.
+    b.idempotency?.layer(),
     // Retries inside the deadline, bounded by attempts and the upstream's budget.
     b.retry === undefined
       ? undefined
@@ -108,10 +142,28 @@ export function buildStack(b: RouteBuild): Handler {
           random: b.random,
           metrics: metrics.retry,
         }),
+    // One attempt of the retry layer may be raced by hedges; each hedge is a try of its own
+    // below (breaker, credits, per-try timer), charged to the same budget.
+    b.hedge === undefined
+      ? undefined
+      : hedgeLayer({
+          direction,
+          upstream,
+          policy: b.hedge.policy,
+          budget: b.budget,
+          latency: b.hedge.latency,
+          clock,
+          metrics: metrics.hedge,
+          retryOnStatuses: b.retry?.retryOnStatuses,
+          // Without a retry layer nobody else counts requests into the budget hedges spend.
+          recordRequests: b.retry === undefined,
+        }),
     // Each try is admitted on its own: a retry meets an open breaker or a full upstream too.
     // Inside the retry layer, so its refusals end the request instead of being retried.
     b.breaker === undefined ? undefined : breakerLayer({ ...b.breaker, upstream, clock, metrics: metrics.breaker }),
-    // (later: credits)
+    // Inside the breaker: a try the breaker refuses spends no credit. Outside the per-try timer:
+    // waiting for a credit is not the upstream being slow. Refuses before the wire.
+    b.credits === undefined ? undefined : creditLayer({ upstream, pool: b.credits, clock, metrics: metrics.credits }),
     // Innermost timer: bounds one try, so a hung endpoint costs a try and the retry goes on.
     b.timeouts.perTryMs === undefined
       ? undefined
@@ -130,6 +182,7 @@ export function buildStack(b: RouteBuild): Handler {
           deadlineHeader: b.deadlineHeader,
           clock,
           probes: canProbe(b.retry),
+          credits: b.credits,
         });
   for (let i = layers.length - 1; i >= 0; i--) {
     const layer = layers[i];

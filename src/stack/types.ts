@@ -74,8 +74,9 @@ export interface RequestContext {
   deadlineMs: number;
   /**
    * Set once when the exchange is cancelled: the client went away or the deadline fired. A
-   * plain slot instead of an AbortController: tries are sequential, so one listener suffices,
-   * and it costs nothing per request.
+   * plain slot instead of an AbortController: tries on one context are sequential, so one
+   * listener suffices, and it costs nothing per request. Concurrent tries (hedging) each run in
+   * a child context of their own.
    */
   cancelled: Error | undefined;
   /** The I/O in progress (a try, a back-off sleep) registers here to hear of cancellation. */
@@ -99,6 +100,11 @@ export interface RequestContext {
   probed: boolean;
   /** The local decision that ended the request, if any (a sluice-error code). */
   localReply: string | undefined;
+  /**
+   * The credit this try holds (credits layer, outbound): endpoint -1 while only reserved; the
+   * upstream client sets the endpoint it spent the credit on. undefined without credits.
+   */
+  credit: { endpoint: number } | undefined;
   /** Who sent the request: the client's address (a rate-limit descriptor). */
   readonly source: string;
   /**

@@ -18,6 +18,7 @@ export function testContext(over: Partial<RequestContext> = {}): RequestContext 
     retryReason: undefined,
     probed: false,
     localReply: undefined,
+    credit: undefined,
     source: '127.0.0.1',
     shadowRefusals: undefined,
     ...over,

@@ -1,0 +1,56 @@
+// The producer side of credits (outbound): a try goes out only on a credit its endpoint granted.
+// With none free the request waits in the upstream's bounded queue (bounded in length, in time,
+// and by its deadline) or is refused at once: 503 no-credit with Retry-After, before the wire.
+// The upstream client spends the reserved credit on the endpoint it picks; the try's end gives
+// it back.
+import type { Clock, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../../stack/types.ts';
+import type { CreditPool } from './pool.ts';
+import { CREDIT_HEADER, takeHeader } from './protocol.ts';
+
+export { declareCreditMetrics, type CreditMetrics } from './metrics.ts';
+
+export interface CreditLayerBuild {
+  readonly upstream: string;
+  readonly pool: CreditPool;
+  readonly clock: Clock;
+  readonly metrics: import('./metrics.ts').CreditMetrics;
+}
+
+export function creditLayer(b: CreditLayerBuild): Layer {
+  const { pool } = b;
+  return (next) => {
+    function send(req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+      const hold = { endpoint: -1 };
+      ctx.credit = hold;
+      const settle = (): void => {
+        if (ctx.credit === hold) ctx.credit = undefined;
+        if (hold.endpoint < 0) pool.unreserve();
+        else pool.giveBack(hold.endpoint);
+      };
+      let pending: Promise<ProxyResponse>;
+      try {
+        pending = next(req, ctx);
+      } catch (err) {
+        settle();
+        throw err;
+      }
+      return pending.then(
+        (res) => {
+          settle();
+          return res;
+        },
+        (err: unknown) => {
+          settle();
+          throw err;
+        },
+      );
+    }
+    return (req, ctx) => {
+      // The claim is the sidecar's to make: an app's own header would be a second, forged one.
+      if (ctx.attempt === 1) takeHeader(req.headers as string[], CREDIT_HEADER);
+      const waiting = pool.acquire(ctx);
+      if (waiting === undefined) return send(req, ctx);
+      return waiting.then(() => send(req, ctx));
+    };
+  };
+}
