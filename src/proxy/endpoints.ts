@@ -140,9 +140,16 @@ export class EndpointSet {
   }
 
   /** One try on endpoint i settled: with a status at its headers, or with an error. */
-  settled(i: number, startedMs: number, statusCode: number | undefined, error: unknown, probe = false): void {
+  settled(
+    i: number,
+    startedMs: number,
+    statusCode: number | undefined,
+    error: unknown,
+    probe = false,
+    headers?: Readonly<Record<string, string | string[] | undefined>>,
+  ): void {
     const latencyMs = this.#b.clock.now() - startedMs;
-    const verdict = statusCode !== undefined ? classifyResponse(statusCode) : classifyError(error);
+    const verdict = statusCode !== undefined ? classifyResponse(statusCode, headers) : classifyError(error);
     // Answers only teach the balancer latency, as in Linkerd. A failed try's time is no latency
     // (a per-try timeout would read as seconds, and the peak-sensitive estimate would then starve
     // the endpoint long after it recovered): it only frees its in-flight slot (NaN = no sample).

@@ -103,7 +103,7 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       ctx,
       upstreamFailure,
       credits === undefined
-        ? (status, error) => endpoints.settled(i, startedMs, status, error, probing >= 0)
+        ? (status, error, resHeaders) => endpoints.settled(i, startedMs, status, error, probing >= 0, resHeaders)
         : (status, error, resHeaders) => {
             const grant = resHeaders?.[GRANT_HEADER];
             if (grant !== undefined) {
@@ -111,7 +111,7 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
               delete resHeaders?.[GRANT_HEADER];
               if (typeof grant === 'string') credits.onAnswer(i, grant);
             }
-            endpoints.settled(i, startedMs, status, error, ctx.probed);
+            endpoints.settled(i, startedMs, status, error, ctx.probed, resHeaders);
           },
     );
     if (probing < 0) return tried;

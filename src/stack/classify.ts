@@ -39,18 +39,37 @@ const STATUS_INVALID = verdict(true, 'protocol', 'status_invalid');
 /** Interned per code at load time: classifyResponse never builds a string. */
 const STATUS_5XX: readonly Verdict[] = Array.from({ length: 100 }, (_, i) => verdict(true, 'status', `status_${500 + i}`));
 
+/**
+ * A peer sidecar's own push-back (its admission shed the request, it had no credit, a rate limit
+ * or cap refused): an honest "not now", not the upstream failing. Breakers and ejection must not
+ * count it, or an overloaded consumer's shedding would eject it and open breakers on it; retries
+ * still may take it (it is a status like any other, and the budget bounds them).
+ */
+const PUSHBACK = verdict(false, 'status', 'pushback');
+const PUSHBACK_CODES = new Set(['shed', 'overloaded', 'no-credit', 'rate-limited', 'deadline-too-short', 'draining']);
+
 /** Every reason a verdict can carry, for declaring metric label values up front. */
 export const VERDICT_REASONS: readonly string[] = Object.freeze([
-  ...[OK, CONNECT_FAILURE, RESET, REFUSED_STREAM, PER_TRY_TIMEOUT, PROTOCOL, LOCAL, ABORTED, STATUS_INVALID].map(
+  ...[OK, CONNECT_FAILURE, RESET, REFUSED_STREAM, PER_TRY_TIMEOUT, PROTOCOL, LOCAL, ABORTED, STATUS_INVALID, PUSHBACK].map(
     (v) => v.reason,
   ),
   ...STATUS_5XX.map((v) => v.reason),
 ]);
 
-/** 5xx is a failure; every other real status is a success (4xx is the caller's problem). */
-export function classifyResponse(statusCode: number): Verdict {
+type Headers = Readonly<Record<string, string | string[] | undefined>>;
+
+/**
+ * 5xx is a failure; every other real status is a success (4xx is the caller's problem). With the
+ * response headers, a peer sidecar's push-back (see PUSHBACK) is no failure either.
+ */
+export function classifyResponse(statusCode: number, headers?: Headers): Verdict {
   if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) return STATUS_INVALID;
-  return statusCode >= 500 ? STATUS_5XX[statusCode - 500]! : OK;
+  if (statusCode < 500) return OK;
+  if (headers !== undefined && (statusCode === 503 || statusCode === 504)) {
+    const code = headers['sluice-error'];
+    if (typeof code === 'string' && PUSHBACK_CODES.has(code)) return PUSHBACK;
+  }
+  return STATUS_5XX[statusCode - 500]!;
 }
 
 // A Record over every code: adding a LocalReplyCode fails to compile until someone decides here

@@ -165,7 +165,7 @@ export function breakerLayer(b: BreakerBuild): Layer | undefined {
       (response: ProxyResponse) => {
         caps.inFlight--;
         if (ctx.probed) breaker.abandon(generation);
-        else breaker.record(generation, classifyResponse(response.statusCode).failure, clock.now() - startedMs);
+        else breaker.record(generation, classifyResponse(response.statusCode, response.headers).failure, clock.now() - startedMs);
         return response;
       },
       (err: unknown) => {

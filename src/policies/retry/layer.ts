@@ -105,7 +105,7 @@ export function retryLayer(b: RetryBuild): Layer {
         charged = false;
 
         const status = outcome.response?.statusCode;
-        const verdict: Verdict = status !== undefined ? classifyResponse(status) : classifyError(outcome.error);
+        const verdict: Verdict = status !== undefined ? classifyResponse(status, outcome.response?.headers) : classifyError(outcome.error);
         // isRetryable, not verdict.failure: a listed status such as 429 is retried though it is no failure.
         // A failed probe of an ejected endpoint is retried whatever it failed with: the client
         // must not see the errors of an endpoint sluice chose to look at.

@@ -328,3 +328,20 @@ describe('isRetryable', () => {
     expect(isRetryable(classifyError(sysError('ECONNREFUSED', 'connect')), undefined, all)).toBe(false);
   });
 });
+
+describe('a peer sidecar\'s push-back', () => {
+  it.each(['shed', 'overloaded', 'no-credit', 'rate-limited', 'deadline-too-short', 'draining'])(
+    '503 with sluice-error: %s is no upstream failure, yet a listed status retries it',
+    (code) => {
+      const v = classifyResponse(503, { 'sluice-error': code });
+      expect(v).toMatchObject({ failure: false, kind: 'status', reason: 'pushback' });
+      expect(VERDICT_REASONS).toContain(v.reason);
+    },
+  );
+
+  it('a 503 from the app itself, or naming another cause, is a failure', () => {
+    expect(classifyResponse(503, {}).failure).toBe(true);
+    expect(classifyResponse(503, { 'sluice-error': 'circuit-open' }).failure).toBe(true);
+    expect(classifyResponse(500, { 'sluice-error': 'shed' }).failure).toBe(true);
+  });
+});
