@@ -129,6 +129,7 @@ export class IdempotencyDedupe {
   async close(): Promise<void> {
     const shared = this.#shared;
     this.#shared = undefined;
+    this.#metrics.redisUp.set(0);
     this.#lru.clear();
     this.#syncGauges();
     await shared?.store.close();
@@ -156,7 +157,13 @@ export class IdempotencyDedupe {
   }
 
   async #waitFor(flight: InFlight, key: string, req: ProxyRequest, ctx: RequestContext, next: Handler): Promise<ProxyResponse> {
-    const outcome = await flight.wait(ctx, this.#clock);
+    let outcome: FlightOutcome;
+    this.#metrics.waiting.inc();
+    try {
+      outcome = await flight.wait(ctx, this.#clock);
+    } finally {
+      this.#metrics.waiting.dec();
+    }
     if (outcome.kind === 'lead') return this.#lead(flight, key, req, ctx, next);
     return this.#answer(outcome, 'waited');
   }
@@ -172,7 +179,7 @@ export class IdempotencyDedupe {
     };
     let found: SharedLookup;
     try {
-      found = await claimShared({ ...claim, fingerprint: flight.fingerprint, ttlMs: this.#policy.ttlMs, clock: this.#clock }, ctx);
+      found = await claimShared({ ...claim, fingerprint: flight.fingerprint, ttlMs: this.#policy.ttlMs, clock: this.#clock, waiting: this.#metrics.waiting }, ctx);
     } catch (err) {
       // Cancelled or out of time while another replica runs it: the next waiter carries on.
       this.#handOver(flight, key);
@@ -336,22 +343,22 @@ export class IdempotencyDedupe {
     const settings = want === undefined ? undefined : JSON.stringify(want);
     if (settings === this.#shared?.settings) return;
     const old = this.#shared;
-    this.#shared =
-      want === undefined
-        ? undefined
-        : {
-            settings: settings!,
-            prefix: want.keyPrefix,
-            store: new RedisIdempotencyStore({
-              policy: want,
-              clock: this.#clock,
-              name: this.#sidecarId,
-              onStateChange: (state) => {
-                if (state === 'down') this.#log.warn({ redis: `${want.host}:${want.port}` }, 'redis unreachable: idempotency keys kept in this sidecar\'s memory only');
-                else this.#log.info({ state }, 'redis for idempotency keys');
-              },
-            }),
-          };
+    this.#shared = undefined;
+    this.#metrics.redisUp.set(0);
+    if (want !== undefined) {
+      const store: RedisIdempotencyStore = new RedisIdempotencyStore({
+        policy: want,
+        clock: this.#clock,
+        name: this.#sidecarId,
+        onStateChange: (state) => {
+          if (this.#shared?.store !== store) return;
+          this.#metrics.redisUp.set(state === 'up' ? 1 : 0);
+          if (state === 'down') this.#log.warn({ redis: `${want.host}:${want.port}` }, "redis unreachable: idempotency keys kept in this sidecar's memory only");
+          else this.#log.info({ state }, 'redis for idempotency keys');
+        },
+      });
+      this.#shared = { settings: settings!, prefix: want.keyPrefix, store };
+    }
     void old?.store.close();
   }
 

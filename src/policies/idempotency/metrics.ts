@@ -11,6 +11,8 @@ export interface IdempotencyMetrics {
   readonly bytes: Gauge<string>;
   readonly evictions: Counter<'reason'>;
   readonly storeFallbacks: Counter<string>;
+  readonly waiting: Gauge<string>;
+  readonly redisUp: Gauge<string>;
 }
 
 export function declareIdempotencyMetrics(registry: Registry): IdempotencyMetrics {
@@ -35,5 +37,12 @@ export function declareIdempotencyMetrics(registry: Registry): IdempotencyMetric
       'Keys decided or stored in this sidecar\'s memory only because the shared (Redis) store was unusable.',
       [],
     ),
+    waiting: gauge(
+      registry,
+      'sluice_idempotency_waiting',
+      'Requests waiting now for the outcome of another with the same key: duplicates on this sidecar, and requests polling a claim another replica holds.',
+      [],
+    ),
+    redisUp: gauge(registry, 'sluice_idempotency_redis_up', 'With store: redis, 1 while the shared store is usable; 0 while keys are kept in memory only.', []),
   };
 }

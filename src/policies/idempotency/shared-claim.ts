@@ -32,10 +32,25 @@ export interface ClaimRequest {
   /** The policy's TTL: a marker never outlives it. */
   readonly ttlMs: number;
   readonly clock: Clock;
+  /** Counts this request among those waiting while it polls another replica's claim. */
+  readonly waiting?: { inc(): void; dec(): void };
 }
 
 /** Rejects only with the cancellation reason or deadline-exceeded; every other end is a lookup. */
 export async function claimShared(c: ClaimRequest, ctx: RequestContext): Promise<SharedLookup> {
+  let counted = false;
+  try {
+    return await poll(c, ctx, () => {
+      if (counted) return;
+      counted = true;
+      c.waiting?.inc();
+    });
+  } finally {
+    if (counted) c.waiting?.dec();
+  }
+}
+
+async function poll(c: ClaimRequest, ctx: RequestContext, polling: () => void): Promise<SharedLookup> {
   for (let polls = 0; ; polls++) {
     let existing;
     try {
@@ -60,6 +75,7 @@ export async function claimShared(c: ClaimRequest, ctx: RequestContext): Promise
       return { kind: 'error', error: new SluiceError('idempotency-mismatch', 'the key was first used with another method or path') };
     }
     if (state.kind !== 'in-flight') return { kind: 'found', state, pttlMs: existing.pttlMs, polled: polls > 0 };
+    polling();
     await pause(Math.min(POLL_BASE_MS * 2 ** Math.min(polls, 10), POLL_CAP_MS), ctx, c.clock);
   }
 }

@@ -90,6 +90,7 @@ describe('IdempotencyDedupe layer', () => {
     const dups = [t.send('k1'), t.send('k1')];
     await settle();
     expect(t.calls).toHaveLength(1);
+    expect(await t.value('sluice_idempotency_waiting')).toBe(2);
 
     const { body, response } = streamed();
     t.calls[0]!.resolve(response);
@@ -117,6 +118,7 @@ describe('IdempotencyDedupe layer', () => {
     expect(t.calls).toHaveLength(1);
     expect(await t.outcomes()).toEqual({ first: 1, waited: 2 });
     expect(await t.value('sluice_idempotency_entries')).toBe(1);
+    expect(await t.value('sluice_idempotency_waiting')).toBe(0);
   });
 
   it('a later duplicate within the TTL is replayed; after it, the request runs again', async () => {
@@ -281,6 +283,7 @@ describe('IdempotencyDedupe layer', () => {
     const gone = new SluiceError('client-closed');
     cancel(w.ctx, gone);
     await expect(w.res).rejects.toBe(gone);
+    expect(await t.value('sluice_idempotency_waiting')).toBe(0);
     t.calls[0]!.resolve({ statusCode: 200, headers: {}, body: Buffer.from('ok') });
     expect((await a.res).statusCode).toBe(200);
     expect(t.calls).toHaveLength(1);
