@@ -54,7 +54,7 @@ describe('classifyResponse', () => {
   });
 
   it('declares every reason up front, once', () => {
-    expect(VERDICT_REASONS).toHaveLength(109);
+    expect(VERDICT_REASONS).toHaveLength(110);
     expect(new Set(VERDICT_REASONS).size).toBe(VERDICT_REASONS.length);
     for (let s = 100; s < 600; s++) expect(VERDICT_REASONS).toContain(classifyResponse(s).reason);
   });
