@@ -25,8 +25,8 @@ async function sample(sc: TestSidecar, name: string, labels: Record<string, stri
 }
 
 /** Two replicas of one service: same key prefix, each its own app; resolves once both reach Redis. */
-async function replicas(appA: ScriptedUpstream, appB: ScriptedUpstream): Promise<[TestSidecar, TestSidecar]> {
-  const redis = { address: '127.0.0.1', port: server.port, keyPrefix: `idem${++prefixes}`, commandTimeoutMs: 1000, probeIntervalMs: 100 };
+async function replicas(appA: ScriptedUpstream, appB: ScriptedUpstream, commandTimeoutMs = 1000): Promise<[TestSidecar, TestSidecar]> {
+  const redis = { address: '127.0.0.1', port: server.port, keyPrefix: `idem${++prefixes}`, commandTimeoutMs, probeIntervalMs: 100 };
   const start = async (app: ScriptedUpstream): Promise<TestSidecar> =>
     track(await startTestSidecar({ redis, inbound: { app: { address: '127.0.0.1', port: app.port }, idempotency: { store: 'redis' } } }));
   const pair: [TestSidecar, TestSidecar] = [await start(appA), await start(appB)];
@@ -114,5 +114,25 @@ describe.skipIf(!redisAvailable())('idempotency shared through redis', () => {
     expect((await post(a, 'after-restart')).text).toBe('a made order 2');
     expect((await post(b, 'after-restart')).text).toBe('a made order 2');
     expect(appB.count).toBe(0);
+  });
+
+  it('a Redis that hangs costs a request at most commandTimeoutMs, then memory decides at once', async () => {
+    const appA = await app('a');
+    const appB = await app('b');
+    const [a] = await replicas(appA, appB, 100);
+    server.pause();
+    try {
+      const first = await post(a, 'while-hung');
+      expect([first.status, first.text]).toEqual([201, 'a made order 1']);
+      // One command timeout (100 ms) at most, far inside the 5 s request deadline.
+      expect(first.totalMs).toBeLessThan(2500);
+      expect(await sample(a, 'sluice_idempotency_redis_up')).toBe(0);
+      const next = await post(a, 'while-hung-2');
+      expect(next.text).toBe('a made order 2');
+      expect(await sample(a, 'sluice_idempotency_store_fallbacks_total')).toBe(2);
+      expect((await post(a, 'while-hung')).text).toBe('a made order 1');
+    } finally {
+      server.resume();
+    }
   });
 });

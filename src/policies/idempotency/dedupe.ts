@@ -29,7 +29,8 @@ import { InFlight, type FlightOutcome } from './in-flight.ts';
 import { ResponseLru } from './lru.ts';
 import type { IdempotencyMetrics, IdempotencyOutcome } from './metrics.ts';
 import { encodeDone, encodeInFlight, encodeUnreplayable, redisKey, type SharedState } from './redis-codec.ts';
-import { RedisIdempotencyStore } from './redis-store.ts';
+import { RedisIdempotencyStore, type SharedStore } from './redis-store.ts';
+import type { RedisState } from '../ratelimit/redis-health.ts';
 import { claimShared, type SharedLookup } from './shared-claim.ts';
 import { isStorableStatus, keptHeaders, replayResponse, storedBytes, type StoredResponse } from './stored-response.ts';
 import { TeeBody } from './tee-body.ts';
@@ -46,6 +47,8 @@ export interface IdempotencyDeps {
   readonly sidecarId?: string;
   /** Duplicates waiting on one key at once; beyond it they get 409. Default 1000. */
   readonly maxWaitersPerKey?: number;
+  /** Opens the shared store for store: redis; default a RedisIdempotencyStore (tests pass a fake). */
+  readonly openSharedStore?: (policy: RedisPolicy, onStateChange: (state: RedisState) => void) => SharedStore;
 }
 
 export const DEFAULT_MAX_WAITERS_PER_KEY = 1000;
@@ -56,7 +59,7 @@ type Entry =
 
 /** A lead's hold on the key in Redis. */
 interface Claim {
-  readonly store: RedisIdempotencyStore;
+  readonly store: SharedStore;
   readonly key: string;
   readonly marker: Buffer;
 }
@@ -71,7 +74,8 @@ export class IdempotencyDedupe {
   readonly #outcomes: Record<IdempotencyOutcome, { inc(): void }>;
   readonly #lru: ResponseLru<Entry>;
   readonly #inFlight = new Map<string, InFlight>();
-  #shared: { readonly settings: string; readonly prefix: string; readonly store: RedisIdempotencyStore } | undefined;
+  #shared: { readonly settings: string; readonly prefix: string; readonly store: SharedStore } | undefined;
+  readonly #openSharedStore: NonNullable<IdempotencyDeps['openSharedStore']>;
   #claims = 0;
 
   constructor(policy: IdempotencyPolicy, deps: IdempotencyDeps) {
@@ -81,6 +85,8 @@ export class IdempotencyDedupe {
     this.#log = deps.log;
     this.#sidecarId = deps.sidecarId ?? `${hostname()}-${randomBytes(4).toString('hex')}`;
     this.#maxWaiters = deps.maxWaitersPerKey ?? DEFAULT_MAX_WAITERS_PER_KEY;
+    this.#openSharedStore =
+      deps.openSharedStore ?? ((policy, onStateChange) => new RedisIdempotencyStore({ policy, clock: this.#clock, name: this.#sidecarId, onStateChange }));
     if (!(Number.isSafeInteger(this.#maxWaiters) && this.#maxWaiters >= 0)) {
       throw new RangeError(`idempotency maxWaitersPerKey must be an integer >= 0, got ${this.#maxWaiters}`);
     }
@@ -346,18 +352,14 @@ export class IdempotencyDedupe {
     this.#shared = undefined;
     this.#metrics.redisUp.set(0);
     if (want !== undefined) {
-      const store: RedisIdempotencyStore = new RedisIdempotencyStore({
-        policy: want,
-        clock: this.#clock,
-        name: this.#sidecarId,
-        onStateChange: (state) => {
-          if (this.#shared?.store !== store) return;
-          this.#metrics.redisUp.set(state === 'up' ? 1 : 0);
-          if (state === 'down') this.#log.warn({ redis: `${want.host}:${want.port}` }, "redis unreachable: idempotency keys kept in this sidecar's memory only");
-          else this.#log.info({ state }, 'redis for idempotency keys');
-        },
+      const store: SharedStore = this.#openSharedStore(want, (state) => {
+        if (this.#shared?.store !== store) return;
+        this.#metrics.redisUp.set(state === 'up' ? 1 : 0);
+        if (state === 'down') this.#log.warn({ redis: `${want.host}:${want.port}` }, "redis unreachable: idempotency keys kept in this sidecar's memory only");
+        else this.#log.info({ state }, 'redis for idempotency keys');
       });
       this.#shared = { settings: settings!, prefix: want.keyPrefix, store };
+      this.#metrics.redisUp.set(store.usable ? 1 : 0);
     }
     void old?.store.close();
   }

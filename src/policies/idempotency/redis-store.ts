@@ -27,6 +27,24 @@ export interface Existing {
   readonly pttlMs: number;
 }
 
+/** What the layer needs from a shared store; RedisIdempotencyStore is the real one, tests may fake it. */
+export interface SharedStore {
+  /** Requests may call the store now. */
+  readonly usable: boolean;
+  /** Resolves once the store knows whether it is up (bounded). */
+  ready(): Promise<void>;
+  /**
+   * Takes `key` for `marker` for `pxMs` if it is free (resolves null), or tells what holds it.
+   * Rejects with SharedStoreUnavailable, or with the cancellation reason.
+   */
+  claim(key: string, marker: Buffer, pxMs: number, ctx: RequestContext): Promise<Existing | null>;
+  /** Writes `value` over our marker for `pxMs`. false: our claim was lost meanwhile. */
+  complete(key: string, marker: Buffer, value: Buffer, pxMs: number): Promise<boolean>;
+  /** Frees the key if our marker still holds it. */
+  release(key: string, marker: Buffer): Promise<void>;
+  close(): Promise<void>;
+}
+
 // The key is free: take it with our in-flight marker. Taken: say by what, and for how long.
 const CLAIM = `
 local v = redis.call('GET', KEYS[1])
@@ -58,7 +76,7 @@ export interface RedisStoreOptions {
   readonly onStateChange?: (state: RedisState) => void;
 }
 
-export class RedisIdempotencyStore {
+export class RedisIdempotencyStore implements SharedStore {
   readonly #policy: RedisPolicy;
   readonly #health: RedisHealth;
   readonly #client: Redis;

@@ -4,7 +4,7 @@
 import { SluiceError } from '../../stack/errors.ts';
 import { releaseCancel, type Clock, type RequestContext } from '../../stack/types.ts';
 import { decodeShared, type SharedState } from './redis-codec.ts';
-import { SharedStoreUnavailable, type RedisIdempotencyStore } from './redis-store.ts';
+import { SharedStoreUnavailable, type SharedStore } from './redis-store.ts';
 
 /** Polls of a key another replica holds: 5, 10, 20 ... ms, at most 200 ms apart. */
 const POLL_BASE_MS = 5;
@@ -23,7 +23,7 @@ export type SharedLookup =
   | { readonly kind: 'error'; readonly error: SluiceError };
 
 export interface ClaimRequest {
-  readonly store: RedisIdempotencyStore;
+  readonly store: SharedStore;
   /** The Redis key (redisKey()). */
   readonly key: string;
   /** Our in-flight marker (encodeInFlight()). */
