@@ -128,4 +128,14 @@ describe('idempotency through the sidecar', () => {
     expect(b.text).toContain('maxResponseBytes');
     expect(app.count).toBe(1);
   });
+
+  it('trailers are stored and replayed with the body', async () => {
+    const app = track(await startScriptedUpstream({ queue: [], otherwise: { status: 200, body: 'payload', trailers: { 'x-checksum': 'c0ffee' } } }));
+    const sc = await sidecarFor(app);
+    const a = await post(sc, 'with-trailers');
+    const b = await post(sc, 'with-trailers');
+    expect([a.text, a.trailers['x-checksum']]).toEqual(['payload', 'c0ffee']);
+    expect([b.text, b.trailers['x-checksum'], b.headers['sluice-idempotent-replay']]).toEqual(['payload', 'c0ffee', 'true']);
+    expect(app.count).toBe(1);
+  });
 });
