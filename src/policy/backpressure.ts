@@ -176,9 +176,13 @@ function readWeights(f: Field | undefined): Readonly<Record<string, number>> {
   return out;
 }
 
-/** inbound.idempotency, off unless written. */
-export function readIdempotency(f: Field | undefined): IdempotencyPolicy | undefined {
-  return readSwitchable(f, IDEMPOTENCY_FIELDS, undefined, BACKPRESSURE_DEFAULTS.idempotency);
+/** inbound.idempotency, off unless written. store: redis needs spec.redis (`hasRedis`). */
+export function readIdempotency(f: Field | undefined, hasRedis: boolean): IdempotencyPolicy | undefined {
+  const out = readSwitchable(f, IDEMPOTENCY_FIELDS, undefined, BACKPRESSURE_DEFAULTS.idempotency);
+  if (out?.store === 'redis' && !hasRedis) {
+    (f?.lookup('store') ?? f)?.fail('store: redis shares stored responses through spec.redis: set spec.redis too');
+  }
+  return out;
 }
 
 /** credits at an outbound level (defaults, upstream), off unless written. */

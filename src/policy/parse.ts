@@ -97,7 +97,7 @@ function readSpec(f: Field, name: string): SidecarPolicy | undefined {
     name,
     admin: readAddress(spec.get('admin'), DEFAULTS.admin, 0),
     outbound: readOutbound(spec.get('outbound')),
-    inbound: readInbound(spec.get('inbound')),
+    inbound: readInbound(spec.get('inbound'), spec.get('redis') !== undefined && spec.get('redis')?.isOff() !== true),
     limits: limits ? readSection(limits, LIMITS_FIELDS, DEFAULTS.limits) : DEFAULTS.limits,
     shutdown: shutdown ? readSection(shutdown, SHUTDOWN_FIELDS, DEFAULTS.shutdown) : DEFAULTS.shutdown,
     deadlineHeader: readDeadlineHeader(spec.get('deadlineHeader')),
@@ -125,7 +125,7 @@ function fieldsOf(f: Field | undefined, known: readonly string[]): MapView | und
   return m === BAD ? undefined : m;
 }
 
-function readInbound(f: Field | undefined): InboundPolicy {
+function readInbound(f: Field | undefined, hasRedis: boolean): InboundPolicy {
   const d = DEFAULTS.inbound;
   const m = fieldsOf(f, ['listener', 'app', 'timeouts', 'maxDeadlineMs', 'rateLimits', 'admission', 'credits', 'idempotency']);
   const admission = readAdmission(m?.get('admission'));
@@ -140,7 +140,7 @@ function readInbound(f: Field | undefined): InboundPolicy {
     rateLimits: readRateLimits(m?.get('rateLimits'), []),
     admission,
     credits: readCreditGrants(m?.get('credits'), admission),
-    idempotency: readIdempotency(m?.get('idempotency')),
+    idempotency: readIdempotency(m?.get('idempotency'), hasRedis),
   };
 }
 

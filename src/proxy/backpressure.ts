@@ -131,16 +131,24 @@ export class OutboundBackpressure {
   }
 }
 
+interface InboundDeps {
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly metrics: StackMetrics;
+  readonly log: Logger;
+  readonly identity: () => ProducerIdentity;
+}
+
 /** The inbound side's admission, credit grants and dedupe (one each per sidecar). */
 export class InboundBackpressure {
-  readonly #deps: { readonly clock: Clock; readonly random: () => number; readonly metrics: StackMetrics; readonly log: Logger };
+  readonly #deps: InboundDeps;
   /** Names this sidecar's ledger: a restarted sidecar's grants replace the old ones at once. */
   readonly #epoch = randomBytes(6).toString('base64url');
   admission: AdmissionControl | undefined;
   creditGrants: CreditGrants | undefined;
   idempotency: IdempotencyDedupe | undefined;
 
-  constructor(deps: { readonly clock: Clock; readonly random: () => number; readonly metrics: StackMetrics; readonly log: Logger }) {
+  constructor(deps: InboundDeps) {
     this.#deps = deps;
   }
 
@@ -167,8 +175,19 @@ export class InboundBackpressure {
       void this.idempotency?.close();
       this.idempotency = undefined;
     } else if (this.idempotency === undefined) {
-      this.idempotency = new IdempotencyDedupe(idempotency, { clock: d.clock, metrics: d.metrics.idempotency, log: d.log, redis: policy.redis });
+      this.idempotency = new IdempotencyDedupe(idempotency, {
+        clock: d.clock,
+        metrics: d.metrics.idempotency,
+        log: d.log,
+        redis: policy.redis,
+        sidecarId: d.identity().id,
+      });
     } else this.idempotency.reconfigure(idempotency, policy.redis);
+  }
+
+  /** Settles once dedupe knows whether its Redis is up (store: redis), so first keys go to it. */
+  ready(): Promise<void> {
+    return this.idempotency?.ready() ?? Promise.resolve();
   }
 
   async close(): Promise<void> {

@@ -494,6 +494,11 @@ export class InboundRouter {
     return this.#runtime?.select(method, path);
   }
 
+  /** Settles once the inbound protections that talk to Redis know whether it is up. */
+  ready(): Promise<void> {
+    return this.#backpressure.ready();
+  }
+
   /** The sidecar is closing. */
   close(): Promise<void> {
     this.#guards?.retire();

@@ -123,6 +123,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   // Like Envoy's cluster warming: endpoints written as names are resolved before traffic is
   // taken. Bounded: a watcher is ready after one try per name, success or failure.
   await outboundRouter.ready();
+  // Dedupe over Redis likewise: until its link is known, first keys would go to memory only.
+  // Bounded by one connect and one call, as below.
+  if (current.redis !== undefined && current.inbound.idempotency?.store === 'redis') {
+    const boundMs = current.redis.connectTimeoutMs + current.redis.commandTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([inboundRouter.ready(), new Promise<void>((resolve) => (timer = setTimeout(resolve, boundMs)))]);
+    clearTimeout(timer);
+  }
   // Likewise Redis: until the link knows whether Redis is up, global rules would take their
   // fallback (with onRedisDown: deny, refuse everything). Bounded by one connect and one call.
   if (redis !== undefined && redis.link.state === 'connecting' && current.redis !== undefined) {

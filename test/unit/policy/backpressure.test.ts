@@ -97,6 +97,11 @@ describe('backpressure sections: errors name file, line, column, field and reaso
       errors: ['t.yaml:7:26: spec.inbound.idempotency.store: must be one of memory, redis, got "disk"'],
     },
     {
+      name: 'a Redis store without spec.redis',
+      spec: 'inbound:\n  idempotency: {store: redis}',
+      errors: ['t.yaml:7:26: spec.inbound.idempotency.store: store: redis shares stored responses through spec.redis: set spec.redis too'],
+    },
+    {
       name: 'a hedge delay that is neither ms nor p95',
       spec: 'outbound:\n  defaults:\n    hedge: {delayMs: p99}',
       errors: ['t.yaml:8:24: spec.outbound.defaults.hedge.delayMs: must be an integer from 1 to 86400000 (ms) or p95, got "p99"'],
