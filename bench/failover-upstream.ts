@@ -13,6 +13,7 @@
 import http from 'node:http';
 import type { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { listenLoopback, replyJson } from './lib/serve.ts';
 
 const BODY = Buffer.alloc(100, 'x');
 const HEADERS = { 'content-type': 'text/plain', 'content-length': String(BODY.length) };
@@ -69,11 +70,7 @@ for (let i = 0; i < count; i++) endpoints.push(makeEndpoint());
 
 const control = http.createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://x');
-  const reply = (code: number, body: unknown): void => {
-    const s = JSON.stringify(body);
-    res.writeHead(code, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(s)) });
-    res.end(s);
-  };
+  const reply = (code: number, body: unknown): void => replyJson(res, code, body);
   if (url.pathname === '/mode') {
     const i = Number(url.searchParams.get('ep'));
     const m = url.searchParams.get('m') as Mode;
@@ -104,17 +101,8 @@ const control = http.createServer((req, res) => {
   reply(404, {});
 });
 
-function listen(server: http.Server): Promise<number> {
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      const addr = server.address();
-      resolve(addr !== null && typeof addr === 'object' ? addr.port : 0);
-    });
-  });
-}
-
-const ctlPort = await listen(control);
-for (const ep of endpoints) ep.port = await listen(ep.server);
+const ctlPort = await listenLoopback(control);
+for (const ep of endpoints) ep.port = await listenLoopback(ep.server);
 process.stdout.write(`listening ${ctlPort} ${endpoints.map((e) => e.port).join(' ')}\n`);
 
 const stop = (): void => {

@@ -6,7 +6,6 @@
 // nginx and haproxy reverse proxies when installed. The load generator runs on one core, the
 // upstream and the proxy under test on the other. Everything started here is stopped by PID at
 // the end, also on error or Ctrl-C.
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +17,9 @@ import {
   Proc,
   ROOT,
   checkPlatform,
+  checkNice,
   envList,
+  envNice,
   envNum,
   firstLine,
   fmt,
@@ -56,13 +57,7 @@ const P = {
   rows: envList('BENCH_ROWS'),
   keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
   /** Scheduling niceness for all bench processes (negative needs root): less noise from others. */
-  nice: ((): number | undefined => {
-    const v = process.env['BENCH_NICE'];
-    if (v === undefined || v === '') return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`BENCH_NICE must be an integer from -20 to 19, got ${JSON.stringify(v)}`);
-    return n;
-  })(),
+  nice: envNice(),
   /** Before each row, wait up to this long for the bench CPUs to go idle (other people's work). */
   quietWaitSeconds: process.env['BENCH_QUIET_WAIT_SECONDS'] === '0' ? 0 : envNum('BENCH_QUIET_WAIT_SECONDS', 10),
   /** Extra node flags for the sidecar processes (BENCH_SLUICE_NODE_FLAGS). */
@@ -520,10 +515,7 @@ async function main(): Promise<BenchOutcome> {
   if (onPath('wrk') === undefined) throw new Error('wrk is not on PATH (apt-get install wrk)');
   // This process coordinates and samples; keep it off the server core.
   pinSelf(P.loadCpu);
-  if (P.nice !== undefined) {
-    const r = spawnSync('nice', ['-n', String(P.nice), 'true'], { encoding: 'utf8' });
-    if (r.status !== 0 || /cannot set niceness/i.test(r.stderr)) throw new Error(`BENCH_NICE=${P.nice}: not permitted here (${firstLine(r.stderr)})`);
-  }
+  checkNice(P.nice);
 
   const tmp = makeTmpDir('sluice-bench-', P.keepTmp);
   const results: RowResult[] = [];

@@ -1,4 +1,5 @@
-// Core of the open-loop generators (bench/fixed-rate.ts, bench/failover-load.ts).
+// Core of the open-loop generators (bench/fixed-rate.ts, bench/failover-load.ts; the schedule
+// also drives bench/overload-load.ts).
 //
 // Request i is *scheduled* at start + i*intervalMs, independent of how earlier requests fared;
 // callers measure latency from that scheduled time, so a stalled target shows up as queueing
@@ -72,6 +73,35 @@ export interface OpenLoop {
   close(drained: boolean): Promise<void>;
 }
 
+/**
+ * Calls fire(i, scheduledAt, now) for i = 0 .. total-1, request i scheduled at start + i*intervalMs
+ * (performance.now() time); resolves after the last. It spins on setImmediate (the load core is
+ * dedicated to the generator): every turn polls I/O, so responses are timestamped promptly, and
+ * sends are issued within one loop turn of their schedule.
+ */
+export function runSchedule(
+  start: number,
+  total: number,
+  intervalMs: number,
+  fire: (i: number, scheduledAt: number, now: number) => void,
+): Promise<void> {
+  let next = 0;
+  return new Promise<void>((resolve) => {
+    const pump = (): void => {
+      const now = performance.now();
+      while (next < total) {
+        const at = start + next * intervalMs;
+        if (at > now) break;
+        fire(next, at, now);
+        next++;
+      }
+      if (next < total) setImmediate(pump);
+      else resolve();
+    };
+    pump();
+  });
+}
+
 export function openLoop(spec: OpenLoopSpec): OpenLoop {
   const { url, rate } = spec;
   const pool = new Pool(url.origin, {
@@ -129,23 +159,7 @@ export function openLoop(spec: OpenLoopSpec): OpenLoop {
       });
     };
 
-    let next = 0;
-    // Spin on setImmediate (the load core is dedicated to us): every turn polls I/O, so responses
-    // are timestamped promptly, and sends are issued within one loop turn of their schedule.
-    await new Promise<void>((resolve) => {
-      const pump = (): void => {
-        const now = performance.now();
-        while (next < total) {
-          const at = start + next * intervalMs;
-          if (at > now) break;
-          fire(next, at, now);
-          next++;
-        }
-        if (next < total) setImmediate(pump);
-        else resolve();
-      };
-      pump();
-    });
+    await runSchedule(start, total, intervalMs, fire);
     scheduleDone = true;
     if (outstanding === 0) resolveDone();
 

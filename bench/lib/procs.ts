@@ -35,6 +35,22 @@ export function envList(name: string, dflt = ''): string[] {
     .filter((s) => s !== '');
 }
 
+/** BENCH_NICE: the niceness every bench process runs at (negative needs root), or undefined. */
+export function envNice(): number | undefined {
+  const v = process.env['BENCH_NICE'];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < -20 || n > 19) throw new Error(`BENCH_NICE must be an integer from -20 to 19, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Fails early when `nice` is set but not permitted here. */
+export function checkNice(nice: number | undefined): void {
+  if (nice === undefined) return;
+  const r = spawnSync('nice', ['-n', String(nice), 'true'], { encoding: 'utf8' });
+  if (r.status !== 0 || /cannot set niceness/i.test(r.stderr)) throw new Error(`BENCH_NICE=${nice}: not permitted here (${firstLine(r.stderr)})`);
+}
+
 /** Extra node flags for the sidecar processes, space-separated (e.g. --max-semi-space-size=16). */
 // Default: the flags `npm start` and the image run sluice with.
 export function sluiceNodeFlags(): string[] {
@@ -161,10 +177,12 @@ export class Proc {
   exitSignal: NodeJS.Signals | null = null;
   exited: Promise<void>;
 
-  constructor(name: string, cmd: string, args: string[], opts: { cwd?: string } = {}) {
+  /** `opts.env` is added to this process's environment. */
+  constructor(name: string, cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
     if (aborting) throw new Error(`interrupted: not starting ${name}`);
     this.name = name;
-    this.child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const env = opts.env === undefined ? process.env : { ...process.env, ...opts.env };
+    this.child = spawn(cmd, args, { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
     if (this.child.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
     this.pid = this.child.pid;
     const keep = (prev: string, chunk: Buffer): string => {

@@ -1,5 +1,5 @@
-// The proxies under test in the benchmarks (bench/run.ts, bench/failover.ts): sluice policy,
-// nginx and haproxy configs, and starting each pinned and waiting until it answers. The configs
+// The proxies under test in the benchmarks (bench/run.ts, bench/failover.ts, bench/overload.ts):
+// sluice policy, nginx and haproxy configs, and starting each pinned and waiting until it answers. The configs
 // share a base (keep-alive to the upstreams, one worker/thread, quiet logs); each bench adds its
 // own upstream list and failure-handling directives.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -80,18 +80,23 @@ export interface NginxSpec {
   servers: string[];
   /** Extra directives for `location /`, after the keep-alive ones. */
   location?: string[];
+  /** Extra directives for the `http` block (zones), without indentation. */
+  http?: string[];
+  /** Default 4096: client plus upstream connections of the one worker. */
+  workerConnections?: number;
 }
 
 export function nginxConf(c: NginxSpec): string {
   const { dir } = c;
   const servers = c.servers.map((l) => `    ${l}\n`).join('');
   const location = (c.location ?? []).map((l) => `      ${l}\n`).join('');
+  const httpExtra = (c.http ?? []).map((l) => `  ${l}\n`).join('');
   return `worker_processes 1;
 daemon off;
 master_process on;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log ${c.errorLogLevel};
-events { worker_connections 4096; }
+events { worker_connections ${c.workerConnections ?? 4096}; }
 http {
   access_log off;
   client_body_temp_path ${dir}/client_body;
@@ -101,7 +106,7 @@ http {
   scgi_temp_path ${dir}/scgi;
   keepalive_requests 1000000;
   keepalive_timeout 120s;
-  upstream ${c.upstream} {
+${httpExtra}  upstream ${c.upstream} {
 ${servers}    keepalive 128;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
@@ -126,13 +131,15 @@ export interface HaproxySpec {
   defaults?: string[];
   /** `backend be` lines (balance, checks, servers), without indentation. */
   backend: string[];
+  /** Global connection cap, default 4096. */
+  maxconn?: number;
 }
 
 export function haproxyConf(c: HaproxySpec): string {
   const indent = (ls: string[]): string => ls.map((l) => `  ${l}\n`).join('');
   return `global
   nbthread 1
-  maxconn 4096
+  maxconn ${c.maxconn ?? 4096}
 defaults
   mode http
   timeout connect 1s
@@ -168,7 +175,10 @@ export async function startHaproxy(file: string, conf: string, port: number, ser
   return proc;
 }
 
-/** Writes `policy` to `file`, starts `node [flags] dist/main.js proxy --policy FILE` pinned, and waits for its /readyz. */
+/**
+ * Writes `policy` to `file`, starts `node [flags] dist/main.js proxy --policy FILE` pinned (with
+ * `env` added to this process's environment, e.g. POD_NAME), and waits for its /readyz.
+ */
 export async function startSluice(
   file: string,
   policy: string,
@@ -177,10 +187,11 @@ export async function startSluice(
   serverCpu: string,
   nice: number | undefined,
   nodeFlags: string[],
+  env?: Record<string, string>,
 ): Promise<Proc> {
   writeFileSync(file, policy);
   const [cmd, args] = pinned(serverCpu, NODE, [...nodeFlags, SLUICE_MAIN, 'proxy', '--policy', file], nice);
-  const proc = new Proc(name, cmd, args);
+  const proc = new Proc(name, cmd, args, env === undefined ? {} : { env });
   await waitFor(`${name} /readyz`, [proc], async () => (await httpGet(`http://127.0.0.1:${adminPort}/readyz`, 1000)).status === 200, 20_000);
   return proc;
 }
