@@ -15,6 +15,8 @@ export interface LevelResult {
   otherCpuPct: number;
   /** Busy share of the server core during the level (everything on it), % of one core. */
   serverCpuPct: number;
+  /** CPU of what fronts the app (proxy or sidecars), % of one core; undefined for direct. */
+  proxyCpuPct: number | undefined;
   /** How many times the level ran (it is repeated when other work made it NOISY). */
   runs: number;
   /** How long the app kept working after the generator's last request ended. */
@@ -37,6 +39,8 @@ export interface RowResult {
 
 /** Send lag (p99, ms) above which the notes say the generator fell behind. */
 const LAG_NOTE_MS = 2;
+/** Send lag (p99, ms) at which the generator no longer keeps its schedule in any useful sense. */
+const BEHIND_MS = 50;
 /** Other processes' CPU above which a level is marked NOISY (% of one core). */
 export const NOISY_PCT = 10;
 /** A bench core this busy during a level is (nearly) saturated: noted. */
@@ -53,7 +57,11 @@ function notes(l: LevelResult): string {
   if (other.length > 0) n.push(`other answers ${other.map(([k, v]) => `${k}×${v}`).join(', ')}`);
   const refusals = Object.entries(load.refusals);
   if (refusals.length > 0) n.push(`refused attempts ${refusals.map(([k, v]) => `${k}×${v}`).join(', ')}`);
-  if (load.sendLagMs.p99 > LAG_NOTE_MS) n.push(`generator send lag p99 ${fmt(load.sendLagMs.p99, 1)} ms (max ${fmt(load.sendLagMs.max, 0)})`);
+  if (load.sendLagMs.p99 > LAG_NOTE_MS) {
+    const behind = load.sendLagMs.p99 > BEHIND_MS ? 'GENERATOR BEHIND, figures of this level are not the target\'s: ' : '';
+    n.push(`${behind}generator send lag p99 ${fmt(load.sendLagMs.p99, 1)} ms (max ${fmt(load.sendLagMs.max, 0)})`);
+  }
+  if (l.proxyCpuPct !== undefined) n.push(`proxy CPU ${fmt(l.proxyCpuPct, 0)}%`);
   if (l.serverCpuPct >= BUSY_PCT) n.push(`server core ${fmt(l.serverCpuPct, 0)}% busy`);
   if (l.appTailMs > 500) n.push(`app busy ${fmt(l.appTailMs / 1000, 1)} s after the last client gave up`);
   if (app.maxQueued > 0) n.push(`app queue max ${app.maxQueued}`);

@@ -7,13 +7,14 @@
 // 1 s client deadline, refusals retried) at an unloaded rate and at 1×, 2× and 5× its capacity,
 // directly, through nginx and haproxy (default and hand-sized to the app), and through sluice
 // sidecars (one per producer, one in front of the app, adaptive admission, credits off and on).
-// The load generator and the producer sidecars run on one core, the app and what fronts it on
-// the other. Everything started here is stopped by PID at the end, also on error or Ctrl-C.
+// The load generator runs on one core; the app, what fronts it and the producer sidecars on the
+// other (bench/overload-targets.ts). Everything started here is stopped by PID at the end, also
+// on error or Ctrl-C.
 import os from 'node:os';
 import path from 'node:path';
 import type { AppStats } from './overload-app.ts';
 import type { OverloadLoadResult } from './overload-load.ts';
-import { CLK_TCK, cpuBusyTicks, otherCpuMeter, waitQuiet } from './lib/cpu.ts';
+import { CLK_TCK, cpuBusyTicks, otherCpuMeter, ticksDelta, treeTicks, waitQuiet } from './lib/cpu.ts';
 import type { BenchOutcome } from './lib/procs.ts';
 import {
   NODE,
@@ -24,7 +25,6 @@ import {
   envList,
   envNice,
   envNum,
-  freePort,
   httpGet,
   isAborting,
   loadAverage,
@@ -39,8 +39,8 @@ import {
   versionOf,
   waitFor,
 } from './lib/procs.ts';
-import { haproxyConf, nginxConf, sluiceMissing, startHaproxy, startNginx, startSluice, toolMissing } from './lib/proxies.ts';
 import { type LevelResult, NOISY_PCT, type RowResult, table } from './overload-report.ts';
+import { C, HAPROXY_MAXCONN, HOST, NGINX_LIMIT, NGINX_WORKER_CONNECTIONS, ROWS, type RowSpec, type Target, consumerPolicy, producerPolicy } from './overload-targets.ts';
 
 const P = {
   seconds: envNum('BENCH_OVERLOAD_SECONDS', 5),
@@ -63,7 +63,7 @@ const P = {
   rows: envList('BENCH_ROWS'),
   quietWaitSeconds: process.env['BENCH_QUIET_WAIT_SECONDS'] === '0' ? 0 : envNum('BENCH_QUIET_WAIT_SECONDS', 5),
   /** A level during which other processes used the bench cores is run again, up to this many times. */
-  noisyRetries: process.env['BENCH_OVERLOAD_NOISY_RETRIES'] === '0' ? 0 : envNum('BENCH_OVERLOAD_NOISY_RETRIES', 2),
+  noisyRetries: process.env['BENCH_OVERLOAD_NOISY_RETRIES'] === '0' ? 0 : envNum('BENCH_OVERLOAD_NOISY_RETRIES', 1),
   keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
   /** Niceness for every bench process (BENCH_NICE; negative needs root): others' work gets less of the cores. */
   nice: envNice(),
@@ -73,128 +73,6 @@ const P = {
 /** The app and the clients, fixed by the scenario (BENCH_OVERLOAD_WORK_MS scales the capacity down for a slower machine). */
 const WORK_MS = envNum('BENCH_OVERLOAD_WORK_MS', 20);
 const APP = { slots: 20, workMs: WORK_MS, capacity: Math.round((20 * 1000) / WORK_MS), timeoutMs: 1000, maxRetries: 2, backoffMs: 50, fastMs: 10 } as const;
-const HOST = 'app';
-
-// ---------------------------------------------------------------------------------------------
-// What fronts the app in each row
-
-interface Target {
-  /** One URL per producer. */
-  urls: string[];
-  procs: Proc[];
-  /** sluice rows: the consumer sidecar's admin port (its inbound requests are the wire count). */
-  consumerAdmin?: number;
-  producerAdmins?: number[];
-}
-
-interface RowSpec {
-  id: string;
-  label: string;
-  skip(): string | undefined;
-  start(tmp: string, appPort: number): Promise<Target>;
-}
-
-// Sized for every client connection plus one upstream connection each (5× = 5000 in flight).
-const NGINX_WORKER_CONNECTIONS = 12000;
-const HAPROXY_MAXCONN = 9000;
-const NGINX_LIMIT = ['limit_conn_zone $server_port zone=app:1m;', 'limit_conn app 20;', 'limit_conn_status 503;'];
-
-async function nginxRow(tmp: string, appPort: number, limit: boolean): Promise<Target> {
-  const dir = path.join(tmp, limit ? 'nginx-limit' : 'nginx');
-  const port = await freePort();
-  const conf = nginxConf({
-    dir,
-    port,
-    errorLogLevel: 'crit',
-    upstream: 'app',
-    servers: [`server 127.0.0.1:${appPort};`],
-    workerConnections: NGINX_WORKER_CONNECTIONS,
-    ...(limit ? { http: NGINX_LIMIT.slice(0, 1), location: NGINX_LIMIT.slice(1) } : {}),
-  });
-  const proc = await startNginx(dir, conf, port, P.serverCpu, P.nice, HOST);
-  const url = `http://127.0.0.1:${port}/`;
-  return { urls: [url, url], procs: [proc] };
-}
-
-async function haproxyRow(tmp: string, appPort: number, maxconn: boolean): Promise<Target> {
-  const port = await freePort();
-  const conf = haproxyConf({
-    port,
-    timeoutServer: '120s',
-    maxconn: HAPROXY_MAXCONN,
-    backend: [`server s1 127.0.0.1:${appPort}${maxconn ? ' maxconn 20' : ''}`],
-  });
-  const proc = await startHaproxy(path.join(tmp, maxconn ? 'haproxy-maxconn.cfg' : 'haproxy.cfg'), conf, port, P.serverCpu, P.nice, HOST);
-  const url = `http://127.0.0.1:${port}/`;
-  return { urls: [url, url], procs: [proc] };
-}
-
-/** The consumer sidecar's policy, in the shape the backpressure issue writes it. */
-function consumerPolicy(admin: number, inPort: number, appPort: number, credits: boolean): string {
-  return `apiVersion: sluice.dev/v1alpha1
-kind: SidecarPolicy
-metadata: { name: overload-consumer }
-spec:
-  admin: { address: 127.0.0.1, port: ${admin} }
-  inbound:
-    listener: { address: 127.0.0.1, port: ${inPort} }
-    app: { address: 127.0.0.1, port: ${appPort} }
-    timeouts: { requestMs: 30000 }
-    admission: {}
-${credits ? '    credits: {}\n' : ''}  outbound: { listener: off }
-`;
-}
-
-function producerPolicy(name: string, admin: number, outPort: number, consumerIn: number, credits: boolean): string {
-  return `apiVersion: sluice.dev/v1alpha1
-kind: SidecarPolicy
-metadata: { name: ${name} }
-spec:
-  admin: { address: 127.0.0.1, port: ${admin} }
-  inbound: { listener: off }
-  outbound:
-    listener: { address: 127.0.0.1, port: ${outPort} }
-    upstreams:
-      - name: app
-        hosts: [app]
-        endpoints: [127.0.0.1:${consumerIn}]
-${credits ? '        credits: {}\n' : ''}`;
-}
-
-async function sluiceRow(tmp: string, appPort: number, credits: boolean): Promise<Target> {
-  const tag = credits ? 'credits-on' : 'credits-off';
-  const cAdmin = await freePort();
-  const cIn = await freePort();
-  const consumer = await startSluice(
-    path.join(tmp, `consumer-${tag}.yaml`), consumerPolicy(cAdmin, cIn, appPort, credits),
-    'sluice-consumer', cAdmin, P.serverCpu, P.nice, P.sluiceNodeFlags, { POD_NAME: 'consumer-1' },
-  );
-  const procs = [consumer];
-  const urls: string[] = [];
-  const producerAdmins: number[] = [];
-  for (const n of [1, 2]) {
-    const admin = await freePort();
-    const out = await freePort();
-    const name = `producer-${n}`;
-    procs.push(
-      await startSluice(path.join(tmp, `${name}-${tag}.yaml`), producerPolicy(name, admin, out, cIn, credits),
-        `sluice-${name}`, admin, P.producerCpu, P.nice, P.sluiceNodeFlags, { POD_NAME: name }),
-    );
-    urls.push(`http://127.0.0.1:${out}/`);
-    producerAdmins.push(admin);
-  }
-  return { urls, procs, consumerAdmin: cAdmin, producerAdmins };
-}
-
-const ROWS: RowSpec[] = [
-  { id: 'direct', label: 'direct', skip: () => undefined, start: async (_t, app) => ({ urls: [`http://127.0.0.1:${app}/`, `http://127.0.0.1:${app}/`], procs: [] }) },
-  { id: 'nginx', label: 'nginx', skip: () => toolMissing('nginx'), start: (t, app) => nginxRow(t, app, false) },
-  { id: 'nginx-limit-conn', label: 'nginx limit_conn 20', skip: () => toolMissing('nginx'), start: (t, app) => nginxRow(t, app, true) },
-  { id: 'haproxy', label: 'haproxy', skip: () => toolMissing('haproxy'), start: (t, app) => haproxyRow(t, app, false) },
-  { id: 'haproxy-maxconn', label: 'haproxy maxconn 20', skip: () => toolMissing('haproxy'), start: (t, app) => haproxyRow(t, app, true) },
-  { id: 'sluice-credits-off', label: 'sluice, credits off', skip: sluiceMissing, start: (t, app) => sluiceRow(t, app, false) },
-  { id: 'sluice-credits-on', label: 'sluice, credits on', skip: sluiceMissing, start: (t, app) => sluiceRow(t, app, true) },
-];
 
 // ---------------------------------------------------------------------------------------------
 // Reading the app and the sidecars
@@ -255,12 +133,15 @@ async function runLevel(t: Target, app: AppPorts, control: number, rate: number,
   const wire0 = sluice ? sum(await metricSamples(t.consumerAdmin as number, 'http_server_request_duration_seconds_count')) : 0;
   const replies0 = sluice ? await localReplies(t) : undefined;
   const noise = otherCpuMeter([P.loadCpu, P.serverCpu], roots);
+  const proxyRoots = t.procs.map((p) => p.pid);
+  const proxy0 = treeTicks(proxyRoots);
   const busy0 = cpuBusyTicks();
   const t0 = performance.now();
   process.stderr.write(`[overload]   ${label}: ${rate} req/s for ${P.seconds}s\n`);
   const load = await getJson<OverloadLoadResult>(`http://127.0.0.1:${control}/run?rate=${rate}&seconds=${P.seconds}`, P.seconds * 1000 + 30_000);
   const otherCpuPct = noise(0);
   const busy1 = cpuBusyTicks();
+  const proxyTicks = ticksDelta(proxy0, treeTicks(proxyRoots));
   const busyPct = (cpu: string): number => (((busy1.get(cpu) ?? 0) - (busy0.get(cpu) ?? 0)) / CLK_TCK / ((performance.now() - t0) / 1000)) * 100;
   const loadEnded = performance.timeOrigin + performance.now();
   const { stats, drained } = await appDrained(`http://127.0.0.1:${app.stats}/__stats`);
@@ -272,6 +153,7 @@ async function runLevel(t: Target, app: AppPorts, control: number, rate: number,
     drained,
     otherCpuPct,
     serverCpuPct: busyPct(P.serverCpu),
+    proxyCpuPct: proxyRoots.length === 0 ? undefined : (proxyTicks / CLK_TCK / ((performance.now() - t0) / 1000)) * 100,
     runs: 1,
     appTailMs: Math.max(0, stats.lastCompletedAt - loadEnded),
   };
@@ -330,7 +212,7 @@ async function runRow(spec: RowSpec, tmp: string, app: AppPorts): Promise<RowRes
       for (const [who, admin] of [['consumer', target.consumerAdmin], ...(target.producerAdmins ?? []).map((a, i) => [`producer-${i + 1}`, a])] as [string, number][]) {
         const r = await httpGet(`http://127.0.0.1:${admin}/metrics`, 5000);
         for (const l of r.body.split('\n')) {
-          if (/^sluice_(?!ratelimit)\w*(admission|adaptive|credit|shed|concurren|limit|queue)\w*[{ ]/.test(l)) lines.push(`${who}: ${l}`);
+          if (/^sluice_(?!ratelimit)\w*(admission|adaptive|credit|shed|concurren|limit|queue|retries|circuit_breaker_state)\w*[{ ]/.test(l)) lines.push(`${who}: ${l}`);
         }
       }
       res.sluiceMetrics = lines;
@@ -378,6 +260,7 @@ function header(loadStart: string, loadEnd: string): string {
 async function main(): Promise<BenchOutcome> {
   checkPlatform([P.loadCpu, P.serverCpu, P.producerCpu]);
   checkNice(P.nice);
+  Object.assign(C, { serverCpu: P.serverCpu, producerCpu: P.producerCpu, nice: P.nice, sluiceNodeFlags: P.sluiceNodeFlags });
   for (const m of P.levels) if (!(m > 0)) throw new Error(`BENCH_OVERLOAD_LEVELS: ${m} is not a positive multiple`);
   pinSelf(P.loadCpu);
   const startLoad = loadAverage();
