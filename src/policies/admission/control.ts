@@ -10,7 +10,6 @@
 // - the deadline or a per-try timer firing while the app worked on it: a drop;
 // - the client going away: nothing (its latency is the client's, not the app's);
 // - any other failure (connection refused, reset): nothing (not a measure of queueing).
-import type { Registry } from 'prom-client';
 import type { AdmissionPolicy, Priority } from '../../policy/types.ts';
 import { SluiceError } from '../../stack/errors.ts';
 import {
@@ -25,14 +24,10 @@ import {
 } from '../../stack/types.ts';
 import { decide, WaitQueue, type ShedReason, type WaitNode } from './admission-queue.ts';
 import { ConcurrencyLimit } from './limit.ts';
-import { declareAdmissionMetrics as declare, type AdmissionGauges, type AdmissionMetrics } from './metrics.ts';
+import type { AdmissionGauges, AdmissionMetrics } from './metrics.ts';
 import { readPriority } from './priority.ts';
 
-export type { AdmissionMetrics } from './metrics.ts';
-
-export function declareAdmissionMetrics(registry: Registry): AdmissionMetrics {
-  return declare(registry);
-}
+export { declareAdmissionMetrics, type AdmissionMetrics } from './metrics.ts';
 
 export interface AdmissionDeps {
   readonly clock: Clock;
