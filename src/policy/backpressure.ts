@@ -128,10 +128,19 @@ export function readAdmission(f: Field | undefined): AdmissionPolicy | undefined
         `adaptive.minLimit (${adaptive.minLimit}) must be at most adaptive.initialLimit (${adaptive.initialLimit})`,
       );
     }
-    if (adaptive.initialLimit > out.maxConcurrency) {
-      (at?.lookup('initialLimit') ?? m.get('maxConcurrency') ?? f).fail(
+    const initialWritten = at?.lookup('initialLimit') !== undefined;
+    if (adaptive.initialLimit > out.maxConcurrency && initialWritten) {
+      (at?.lookup('initialLimit') as Field).fail(
         `adaptive.initialLimit (${adaptive.initialLimit}) must be at most maxConcurrency (${out.maxConcurrency})`,
       );
+    } else if (adaptive.initialLimit > out.maxConcurrency) {
+      // A default above a ceiling the policy wrote: the ceiling is what was meant.
+      const initialLimit = out.maxConcurrency;
+      const minWritten = at?.lookup('minLimit');
+      if (minWritten !== undefined && adaptive.minLimit > initialLimit) {
+        minWritten.fail(`adaptive.minLimit (${adaptive.minLimit}) must be at most maxConcurrency (${out.maxConcurrency})`);
+      }
+      out.adaptive = { ...adaptive, initialLimit, minLimit: Math.min(adaptive.minLimit, initialLimit) };
     }
   }
   return out;

@@ -28,6 +28,12 @@ describe('backpressure sections: parsing', () => {
     expect(p.inbound.credits?.weights).toEqual({ checkout: 3 });
   });
 
+  it('a maxConcurrency below the default initialLimit lowers the start, it is no error', () => {
+    const p = policyOf('inbound:\n  admission: {maxConcurrency: 10}');
+    expect(p.inbound.admission?.adaptive).toMatchObject({ initialLimit: 10, minLimit: 2 });
+    expect(policyOf('inbound:\n  admission: {maxConcurrency: 1}').inbound.admission?.adaptive).toMatchObject({ initialLimit: 1, minLimit: 1 });
+  });
+
   it('credits and hedging merge down outbound levels and routes; off turns them off below', () => {
     const p = policyOf(`
 outbound:
