@@ -50,6 +50,10 @@ export interface OverloadLoadResult {
   readonly refusals: Record<string, number>;
   /** Of 2xx requests: latency from scheduled send to end of body, ms. */
   readonly okLatencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
+  /** Of 2xx requests answered on their first attempt: the latency of admitted work without client retries. */
+  readonly firstTryOkP99Ms: number;
+  /** Of refused requests: how long their last attempt took to be refused, ms. */
+  readonly refusalMs: { readonly p50: number; readonly p99: number };
   /** How late the generator issued first attempts vs the schedule (its own health), ms. */
   readonly sendLagMs: { readonly p99: number; readonly max: number };
   /** Requests not ended when the drain bound ran out (should be 0: every request has a deadline). */
@@ -104,6 +108,8 @@ interface Counts {
   other: Record<string, number>;
   refusals: Record<string, number>;
   okLatency: number[];
+  firstTryOkLatency: number[];
+  refusalLatency: number[];
   firstError: string | undefined;
   scheduleDone: boolean;
   allEnded: () => void;
@@ -195,6 +201,7 @@ function attemptEnded(req: Req, status: number, err: Error | undefined, retryAft
   if (status >= 200 && status < 300) {
     c.ok++;
     c.okLatency.push(now - req.scheduledAt);
+    if (req.attempts === 1) c.firstTryOkLatency.push(now - req.scheduledAt);
     return end(req);
   }
   const kind = err !== undefined ? 'conn' : status === 503 || status === 429 ? String(status) : undefined;
@@ -213,6 +220,7 @@ function attemptEnded(req: Req, status: number, err: Error | undefined, retryAft
     }
   }
   c.refused++;
+  c.refusalLatency.push(now - req.attemptSentAt);
   if (now - req.attemptSentAt < fastMs) c.refusedFast++;
   end(req);
 }
@@ -240,6 +248,8 @@ async function runLevel(rate: number, seconds: number): Promise<OverloadLoadResu
     other: {},
     refusals: {},
     okLatency: [],
+    firstTryOkLatency: [],
+    refusalLatency: [],
     firstError: undefined,
     scheduleDone: false,
     allEnded,
@@ -275,6 +285,7 @@ async function runLevel(rate: number, seconds: number): Promise<OverloadLoadResu
   await Promise.race([allDone, new Promise<void>((r) => (bound = setTimeout(r, timeoutMs + 5000)))]);
   if (bound !== undefined) clearTimeout(bound);
   const lat = Float64Array.from(c.okLatency).sort();
+  const refusal = Float64Array.from(c.refusalLatency).sort();
   const lag = sendLag.sort();
   const last = (a: Float64Array): number => (a.length > 0 ? (a[a.length - 1] as number) : Number.NaN);
   return {
@@ -291,6 +302,8 @@ async function runLevel(rate: number, seconds: number): Promise<OverloadLoadResu
     wireAttempts: c.wireAttempts,
     refusals: c.refusals,
     okLatencyMs: { p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), max: last(lat) },
+    firstTryOkP99Ms: percentile(Float64Array.from(c.firstTryOkLatency).sort(), 0.99),
+    refusalMs: { p50: percentile(refusal, 0.5), p99: percentile(refusal, 0.99) },
     sendLagMs: { p99: percentile(lag, 0.99), max: last(lag) },
     unfinished: c.open,
     firstError: c.firstError,

@@ -53,6 +53,7 @@ function notes(l: LevelResult): string {
   const n: string[] = [];
   const slow = load.refused - load.refusedFast;
   if (slow > 0) n.push(`refused slow ${pct(slow / load.offered)}`);
+  if (load.refused > 0) n.push(`refusal took p50 ${fmt(load.refusalMs.p50, 1)} / p99 ${fmt(load.refusalMs.p99, 1)} ms`);
   const other = Object.entries(load.other);
   if (other.length > 0) n.push(`other answers ${other.map(([k, v]) => `${k}×${v}`).join(', ')}`);
   const refusals = Object.entries(load.refusals);
@@ -75,13 +76,13 @@ function notes(l: LevelResult): string {
 
 export function table(rows: RowResult[]): string {
   const out = [
-    '| row | load | offered req/s | goodput req/s | p99 ms (2xx) | p99 × unloaded | refused fast | timed out | app work wasted | attempts ÷ offered | wire ÷ offered | app got ÷ offered | notes |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| row | load | offered req/s | goodput req/s | p99 ms (2xx) | p99 × unloaded | p99 ms 1st-try 2xx | refused fast | timed out | app work wasted | attempts ÷ offered | wire ÷ offered | app got ÷ offered | notes |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
   const foot: string[] = [];
   for (const r of rows) {
     if (r.skipped !== undefined) {
-      out.push(`| ${r.label} | — | — | — | — | — | — | — | — | — | — | — | skipped: ${r.skipped} |`);
+      out.push(`| ${r.label} | — | — | — | — | — | — | — | — | — | — | — | — | skipped: ${r.skipped} |`);
       continue;
     }
     const unloaded = r.levels.find((l) => l.label === 'unloaded')?.load.okLatencyMs.p99;
@@ -90,7 +91,7 @@ export function table(rows: RowResult[]): string {
       const o = load.offered;
       const p99 = load.okLatencyMs.p99;
       out.push(
-        `| ${r.label} | ${l.label} | ${l.rate} | ${fmt(load.ok / load.seconds, 0)} | ${fmt(p99, 1)} | ${l.label === 'unloaded' ? '1.0' : fmt(p99 / (unloaded ?? Number.NaN), 1)} | ${pct(
+        `| ${r.label} | ${l.label} | ${l.rate} | ${fmt(load.ok / load.seconds, 0)} | ${fmt(p99, 1)} | ${l.label === 'unloaded' ? '1.0' : fmt(p99 / (unloaded ?? Number.NaN), 1)} | ${fmt(load.firstTryOkP99Ms, 1)} | ${pct(
           load.refusedFast / o,
         )} | ${pct(load.timedOut / o)} | ${pct(app.workMs > 0 ? app.wastedWorkMs / app.workMs : 0)} | ${fmt(load.attempts / o)} | ${fmt((l.wire ?? Number.NaN) / o)} | ${fmt(
           app.received / o,
@@ -98,7 +99,7 @@ export function table(rows: RowResult[]): string {
       );
     }
     if (r.error !== undefined) {
-      out.push(`| ${r.label} | — | — | — | — | — | — | — | — | — | — | — | FAILED, see below |`);
+      out.push(`| ${r.label} | — | — | — | — | — | — | — | — | — | — | — | — | FAILED, see below |`);
       foot.push(`**${r.label} failed:**\n\n\`\`\`\n${r.error.slice(0, 3000)}\n\`\`\``);
     }
     const replies = r.levels.filter((l) => l.localReplies !== undefined);
