@@ -53,6 +53,9 @@ const REPLIES: Readonly<Record<LocalReplyCode, ReplyShape>> = {
   'client-closed': { status: 499, message: 'client closed the connection' },
 };
 
+/** A sub-second retry hint, ms, next to the whole seconds of Retry-After. */
+export const RETRY_AFTER_MS_HEADER = 'sluice-retry-after-ms';
+
 export class SluiceError extends Error {
   readonly code: LocalReplyCode;
   /** Seconds the client should wait before trying again, when waiting would help. */
@@ -98,6 +101,11 @@ export function toLocalReply(err: unknown): ProxyResponse & { code: LocalReplyCo
     'content-length': String(body.length),
     'sluice-error': e.code,
   };
-  if (e.retryAfterS !== undefined) headers['retry-after'] = String(Math.max(0, Math.ceil(e.retryAfterS)));
+  if (e.retryAfterS !== undefined) {
+    headers['retry-after'] = String(Math.max(0, Math.ceil(e.retryAfterS)));
+    // Retry-After counts whole seconds; a slot or a credit usually frees within milliseconds.
+    // Peer sidecars (and clients that know it) read the precise wait here.
+    if (e.retryAfterS < 1) headers[RETRY_AFTER_MS_HEADER] = String(Math.max(0, Math.round(e.retryAfterS * 1000)));
+  }
   return { statusCode: e.status, headers, body, code: e.code };
 }

@@ -215,7 +215,9 @@ export class AdmissionControl {
         : reason === 'wait_timeout'
           ? `${priority} request waited ${this.#policy.queue.maxWaitMs} ms`
           : `${priority} request: ${this.#inFlight} of ${this.#limit.limit()} in flight`;
-    return new SluiceError('shed', detail, { retryAfterS: SHED_RETRY_AFTER_S });
+    // A slot frees within about one of the app's latencies; before one is known, a second.
+    const expected = this.#limit.expectedLatencyMs();
+    return new SluiceError('shed', detail, { retryAfterS: expected === undefined ? SHED_RETRY_AFTER_S : Math.min(SHED_RETRY_AFTER_S, expected / 1000) });
   }
 
   /** Takes a slot now and starts the request. */

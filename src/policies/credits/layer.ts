@@ -22,10 +22,11 @@ export function creditLayer(b: CreditLayerBuild): Layer {
     function send(req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
       const hold = { endpoint: -1 };
       ctx.credit = hold;
+      const startedMs = b.clock.now();
       const settle = (): void => {
         if (ctx.credit === hold) ctx.credit = undefined;
         if (hold.endpoint < 0) pool.unreserve();
-        else pool.giveBack(hold.endpoint);
+        else pool.giveBack(hold.endpoint, b.clock.now() - startedMs);
       };
       let pending: Promise<ProxyResponse>;
       try {

@@ -55,7 +55,7 @@ export function declareCreditMetrics(registry: Registry): CreditMetrics {
     refusals: counter(
       registry,
       'sluice_credit_refusals_total',
-      'Outbound: requests refused for want of a credit (503 no-credit), by reason: queue_full, wait_timeout, deadline.',
+      'Outbound: requests refused for want of a credit (503 no-credit), by reason: queue_full, expected_wait (none would come back within maxWaitMs: refused at once), wait_timeout, deadline.',
       ['upstream', 'reason'],
     ),
     waits: counter(registry, 'sluice_credit_waits_total', 'Outbound: requests that found no free credit and waited in the queue.', ['upstream']),

@@ -43,7 +43,10 @@ interface Waiter {
 }
 
 /** The reason a request got no credit, for the refusal metric. */
-export type Refusal = 'queue_full' | 'wait_timeout' | 'deadline';
+export type Refusal = 'queue_full' | 'expected_wait' | 'wait_timeout' | 'deadline';
+
+/** Weight of one try in the moving average of how long a credit is held. */
+const HOLD_EWMA_WEIGHT = 0.1;
 
 export interface CreditPoolEvents {
   refused(reason: Refusal): void;
@@ -67,6 +70,8 @@ export class CreditPool {
   #demandBefore = 0;
   #demandWindowStart = 0;
   #closed = false;
+  /** Moving average of how long a try holds its credit, ms; undefined before the first. */
+  #holdMs: number | undefined;
 
   constructor(o: {
     upstream: string;
@@ -140,6 +145,17 @@ export class CreditPool {
     }
     this.#refreshGrants(now);
     const waitMs = Math.min(this.#policy.maxWaitMs, ctx.deadlineMs - now);
+    // Credits come back about every holdMs / granted: a request that would only get one after
+    // its wait ran out is refused now, fast, instead of after waiting for nothing.
+    const granted = this.granted();
+    if (this.#holdMs !== undefined && granted > 0 && waitMs > 0) {
+      const expectedMs = ((this.#waiters.length + 1) * this.#holdMs) / granted;
+      if (expectedMs > waitMs) {
+        const reason: Refusal = waitMs < this.#policy.maxWaitMs ? 'deadline' : 'expected_wait';
+        this.#events.refused(reason);
+        return Promise.reject(this.#refusal(reason));
+      }
+    }
     if (this.#waiters.length >= this.#policy.maxWaiting || waitMs <= 0) {
       const reason: Refusal = this.#waiters.length >= this.#policy.maxWaiting || this.#policy.maxWaitMs <= 0 ? 'queue_full' : 'deadline';
       this.#events.refused(reason);
@@ -185,10 +201,18 @@ export class CreditPool {
     return this.#claim(b);
   }
 
-  /** The try on endpoint i ended (headers or failure): its credit comes back. */
-  giveBack(i: number): void {
+  /** The try on endpoint i ended (headers or failure) after holding its credit `heldMs`: it comes back. */
+  giveBack(i: number, heldMs?: number): void {
     (this.balances[i] as CreditBalance | undefined)?.giveBack();
+    if (heldMs !== undefined && heldMs >= 0) {
+      this.#holdMs = this.#holdMs === undefined ? heldMs : this.#holdMs + HOLD_EWMA_WEIGHT * (heldMs - this.#holdMs);
+    }
     this.#wake();
+  }
+
+  /** How long a try holds its credit now, on average (ms); undefined before the first. */
+  get holdMs(): number | undefined {
+    return this.#holdMs;
   }
 
   /** An answer from endpoint i carried a grant header. */
@@ -215,9 +239,19 @@ export class CreditPool {
   }
 
   #refusal(reason: Refusal): SluiceError {
-    const why = reason === 'queue_full' ? 'the wait queue is full' : reason === 'deadline' ? 'no time left to wait' : 'none came back in time';
-    // Retry-After is whole seconds; a credit usually comes back far sooner, so 1 is the honest floor.
-    return new SluiceError('no-credit', `${this.upstream}: ${why}`, { retryAfterS: 1 });
+    const why =
+      reason === 'queue_full'
+        ? 'the wait queue is full'
+        : reason === 'expected_wait'
+          ? 'none would come back within the wait'
+          : reason === 'deadline'
+            ? 'no time left to wait'
+            : 'none came back in time';
+    // When the next credit is likely back: about one holding time over the window (Retry-After
+    // rounds it up to a second; sluice-retry-after-ms carries it exactly).
+    const granted = this.granted();
+    const hintMs = this.#holdMs === undefined || granted === 0 ? 1000 : Math.min(1000, Math.max(1, this.#holdMs / granted));
+    return new SluiceError('no-credit', `${this.upstream}: ${why}`, { retryAfterS: hintMs / 1000 });
   }
 
   #remove(w: Waiter): void {

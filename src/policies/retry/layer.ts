@@ -12,7 +12,8 @@ import { backoffMs } from './backoff.ts';
 import type { RetryBudget } from './budget.ts';
 import { mayRetry } from './idempotent.ts';
 import { bufferForReplay, type ReplayAllowance } from './replay-body.ts';
-import { parseRetryAfterMs } from './retry-after.ts';
+import { parsePreciseRetryMs, parseRetryAfterMs } from './retry-after.ts';
+import { RETRY_AFTER_MS_HEADER } from '../../stack/errors.ts';
 
 export interface RetryMetrics {
   readonly retries: Counter<'direction' | 'upstream' | 'reason'>;
@@ -118,7 +119,10 @@ export function retryLayer(b: RetryBuild): Layer {
 
         let waitMs = backoffMs(attempt, policy.backoff, b.random);
         const retryAfter = outcome.response?.headers['retry-after'];
-        if (typeof retryAfter === 'string') {
+        // A peer sidecar's precise hint wins over the whole seconds of Retry-After.
+        const preciseMs = parsePreciseRetryMs(outcome.response?.headers[RETRY_AFTER_MS_HEADER]);
+        if (preciseMs !== undefined) waitMs = Math.max(waitMs, preciseMs);
+        else if (typeof retryAfter === 'string') {
           const askedMs = parseRetryAfterMs(retryAfter, Date.now());
           if (askedMs !== undefined) {
             if (askedMs > policy.retryAfterMaxMs) {

@@ -61,3 +61,10 @@ function utc(year: number, monthName: string, day: number, hh: string, mm: strin
   if (new Date(ms).getUTCDate() !== day) return undefined;
   return ms;
 }
+
+/** sluice-retry-after-ms: whole milliseconds, at most an hour; anything else is ignored. */
+export function parsePreciseRetryMs(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string' || !/^\d{1,7}$/.test(value)) return undefined;
+  const ms = Number(value);
+  return ms <= 3_600_000 ? ms : undefined;
+}

@@ -154,6 +154,29 @@ describe('credit pool', () => {
     expect(h.fetches.map((f) => f.i)).toEqual([0, 1, 1]);
   });
 
+  it('refuses at once, fast, a request that would get no credit within its wait; the hint says when one frees', async () => {
+    const h = harness({ maxWaiting: 100, maxWaitMs: 25, recheckMs: 1000 });
+    await settle();
+    h.fetches[0]?.answer(grant(2, 0));
+    await settle();
+    // Tries hold their credit 40 ms on average: with 2 credits, one comes back every ~20 ms.
+    for (let k = 0; k < 2; k++) {
+      h.pool.acquire(testContext());
+      h.pool.spend(0);
+    }
+    h.pool.giveBack(0, 40);
+    h.pool.acquire(testContext());
+    h.pool.spend(0);
+    // The first waiter expects ~20 ms (within 25): it waits. The second would expect ~40: refused now.
+    const first = h.pool.acquire(testContext({ deadlineMs: 10_000 }));
+    expect(first).toBeInstanceOf(Promise);
+    const second = h.pool.acquire(testContext({ deadlineMs: 10_000 }));
+    await expect(second).rejects.toMatchObject({ code: 'no-credit', retryAfterS: 0.02 });
+    expect(h.refused).toEqual(['expected_wait']);
+    h.pool.giveBack(0, 40);
+    await expect(first).resolves.toBeUndefined();
+  });
+
   it('closing refuses whoever waits', async () => {
     const h = harness();
     await settle();

@@ -139,6 +139,16 @@ describe('retry layer', () => {
     expect(await count('sluice_retries_refused_total', { why: 'retry_after' })).toBe(1);
   });
 
+  it("a peer sidecar's precise hint wins over Retry-After's whole second", async () => {
+    const clock = new FakeClock(1000);
+    const { layer } = build({ clock });
+    // Retry-After: 1 alone would not fit a 500 ms deadline; the 5 ms hint does.
+    const up = scripted([answer(503, { 'retry-after': '1', 'sluice-retry-after-ms': '5', 'sluice-error': 'shed' }), answer(200)]);
+    const res = await layer(up.next)(request(), ctx({ deadlineMs: 1500 }));
+    expect(res.statusCode).toBe(200);
+    expect(up.seen).toHaveLength(2);
+  });
+
   it('does not start a retry that could not finish before the deadline', async () => {
     const clock = new FakeClock(1000);
     const { layer, count } = build({ clock });

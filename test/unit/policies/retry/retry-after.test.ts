@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseHttpDate, parseRetryAfterMs, RETRY_AFTER_MAX_MS } from '../../../../src/policies/retry/retry-after.ts';
+import { SluiceError, toLocalReply } from '../../../../src/stack/errors.ts';
+import { parseHttpDate, parsePreciseRetryMs, parseRetryAfterMs, RETRY_AFTER_MAX_MS } from '../../../../src/policies/retry/retry-after.ts';
 
 // Sun, 06 Nov 1994 08:49:37 GMT, the RFC's example date.
 const RFC_EXAMPLE_MS = Date.UTC(1994, 10, 6, 8, 49, 37);
@@ -83,5 +84,25 @@ describe('parseHttpDate', () => {
     expect(parseHttpDate('Monday, 01-Jan-75 00:00:00 GMT', now2025)).toBe(Date.UTC(2075, 0, 1)); // exactly +50
     expect(parseHttpDate('Saturday, 01-Jan-76 00:00:00 GMT', now2025)).toBe(Date.UTC(1976, 0, 1)); // +51
     expect(parseHttpDate('Wednesday, 01-Jan-25 00:00:00 GMT', now2025)).toBe(Date.UTC(2025, 0, 1));
+  });
+});
+
+describe('the precise hint (sluice-retry-after-ms)', () => {
+  it.each([
+    ['25', 25],
+    ['0', 0],
+    ['3600000', 3_600_000],
+    ['3600001', undefined],
+    ['1.5', undefined],
+    ['-1', undefined],
+    [undefined, undefined],
+  ])('%s reads as %s', (value, ms) => {
+    expect(parsePreciseRetryMs(value)).toBe(ms);
+  });
+
+  it('a local reply with a sub-second wait carries it next to Retry-After in whole seconds', () => {
+    const reply = toLocalReply(new SluiceError('shed', undefined, { retryAfterS: 0.025 }));
+    expect(reply.headers).toMatchObject({ 'retry-after': '1', 'sluice-retry-after-ms': '25' });
+    expect(toLocalReply(new SluiceError('shed', undefined, { retryAfterS: 2 })).headers['sluice-retry-after-ms']).toBeUndefined();
   });
 });
