@@ -6,7 +6,6 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { AdmissionControl } from '../policies/admission/control.ts';
-import type { CreditBalance } from '../policies/credits/balance.ts';
 import { CreditGrants } from '../policies/credits/grant-layer.ts';
 import { CreditPool, type CreditFetcher, type ProducerIdentity } from '../policies/credits/pool.ts';
 import { CREDIT_HEADER, CREDITS_PATH, GRANT_HEADER } from '../policies/credits/protocol.ts';
@@ -45,7 +44,11 @@ function creditFetcher(set: EndpointSet, host: string): CreditFetcher {
       });
       const grant = res.headers[GRANT_HEADER];
       await res.body.dump();
-      return { status: res.statusCode, grant: typeof grant === 'string' ? grant : undefined };
+      return {
+        status: res.statusCode,
+        grant: typeof grant === 'string' ? grant : undefined,
+        sidecarError: res.headers['sluice-error'] !== undefined,
+      };
     } catch (error) {
       return { error };
     }
@@ -54,7 +57,6 @@ function creditFetcher(set: EndpointSet, host: string): CreditFetcher {
 
 interface KeptPool {
   readonly pool: CreditPool;
-  readonly keys: readonly string[];
 }
 
 /** The outbound router's credit pools and latency trackers, one of each per upstream. */
@@ -92,6 +94,13 @@ export class OutboundBackpressure {
       return undefined;
     }
     const keys = endpoints.map(endpointKey);
+    const fetch = creditFetcher(set, u.hosts[0] ?? u.name);
+    if (previous !== undefined) {
+      // The same pool goes on: tries in flight give their credits back to it, waiters keep
+      // their place, and endpoints that stay keep their grants.
+      previous.pool.rebind(keys, u.credits, fetch);
+      return previous.pool;
+    }
     const metrics = this.#metrics.credits;
     const labels = { upstream: u.name };
     const pool = new CreditPool({
@@ -100,16 +109,14 @@ export class OutboundBackpressure {
       policy: u.credits,
       clock: this.#clock,
       identity: this.#identity(),
-      fetch: creditFetcher(set, u.hosts[0] ?? u.name),
+      fetch,
       events: {
         refused: (reason) => metrics.refusals.labels({ ...labels, reason }).inc(),
         waited: () => metrics.waits.labels(labels).inc(),
         fetched: (result) => metrics.fetches.labels({ ...labels, result }).inc(),
       },
-      ...(previous === undefined ? {} : { previous: previous.pool.keep(previous.keys) as ReadonlyMap<string, CreditBalance> }),
     });
-    if (previous !== undefined) this.#retire(u.name, previous);
-    this.#pools.set(u.name, { pool, keys });
+    this.#pools.set(u.name, { pool });
     metrics.livePools.add(pool);
     return pool;
   }
@@ -142,8 +149,6 @@ interface InboundDeps {
 /** The inbound side's admission, credit grants and dedupe (one each per sidecar). */
 export class InboundBackpressure {
   readonly #deps: InboundDeps;
-  /** Names this sidecar's ledger: a restarted sidecar's grants replace the old ones at once. */
-  readonly #epoch = randomBytes(6).toString('base64url');
   admission: AdmissionControl | undefined;
   creditGrants: CreditGrants | undefined;
   idempotency: IdempotencyDedupe | undefined;
@@ -168,7 +173,8 @@ export class InboundBackpressure {
       this.creditGrants = undefined;
     } else if (this.creditGrants === undefined) {
       // The grants read the limit through the sidecar's current admission, whichever it is.
-      this.creditGrants = new CreditGrants(credits, d.clock, () => this.admission?.limit() ?? 0, d.metrics.credits, this.#epoch);
+      // A new ledger, a new epoch: producers drop what an earlier one granted at once.
+      this.creditGrants = new CreditGrants(credits, d.clock, () => this.admission?.limit() ?? 0, d.metrics.credits, randomBytes(6).toString('base64url'));
     } else this.creditGrants.reconfigure(credits);
 
     if (idempotency === undefined) {

@@ -73,9 +73,15 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
     // previous_hosts predicate): retrying on the same bad endpoint wastes the budget.
     // With a credit reserved, only endpoints that have one to spend are candidates (and no probe:
     // an ejected endpoint's credits are spent like any other's, when the balancer picks it).
+    const allowed = credit === undefined ? undefined : (credits as CreditPool).eligible();
+    // The reservation promised a credit somewhere; if a grant shrank or lapsed since, there is
+    // none to spend, and a try sent anyway would be one the consumer never granted.
+    if (allowed !== undefined && !allowed.includes(true)) {
+      return Promise.reject(new SluiceError('no-credit', `${b.upstream}: the grant shrank before the try went out`, { retryAfterS: 0.01 }));
+    }
     const i =
-      credit !== undefined
-        ? endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1, (credits as CreditPool).eligible())
+      allowed !== undefined
+        ? endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1, allowed)
         : probing >= 0
           ? probing
           : endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
@@ -84,8 +90,10 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
     let headers = req.headers;
     if (credit !== undefined) {
       // This try's own list: the claim names the endpoint's grant, which differs per try.
-      headers = [...headers, CREDIT_HEADER, (credits as CreditPool).spend(i)];
+      const spent = (credits as CreditPool).spend(i);
+      headers = [...headers, CREDIT_HEADER, spent.claim];
       credit.endpoint = i;
+      credit.balance = spent.balance;
     }
     if (ctx.deadlineMs !== Infinity) {
       // The next hop learns how much time is left, minus what we already spent. The list is this

@@ -29,7 +29,7 @@ import { declareIdempotencyMetrics, type IdempotencyDedupe, type IdempotencyMetr
 import { declareHedgeMetrics, hedgeLayer, type HedgeMetrics, type LatencyTracker } from '../policies/retry/hedge.ts';
 import { creditLayer, declareCreditMetrics, type CreditMetrics } from '../policies/credits/layer.ts';
 import type { CreditPool } from '../policies/credits/pool.ts';
-import { creditGrantLayer, type CreditGrants } from '../policies/credits/grant-layer.ts';
+import { creditGrantLayer, creditlessLayer, type CreditGrants } from '../policies/credits/grant-layer.ts';
 import type { HedgePolicy } from '../policy/types.ts';
 import type { Clock, Direction, Handler, Layer } from './types.ts';
 
@@ -122,7 +122,8 @@ export function buildStack(b: RouteBuild): Handler {
     b.rateLimit === undefined || b.rateLimit.limiters.length === 0 ? undefined : rateLimitLayer(b.rateLimit),
     // Inbound: outside admission, so the grant rides on every answer, admission's refusals too,
     // and admission can tell a producer's granted request from one without credits.
-    b.creditGrants === undefined ? undefined : creditGrantLayer(b.creditGrants),
+    // With credits off, the protocol still stops here: the app never sees a claim or a fetch.
+    b.creditGrants !== undefined ? creditGrantLayer(b.creditGrants) : direction === 'inbound' ? creditlessLayer() : undefined,
     // Inbound: the app's concurrency limit; sheds lower priorities first, refuses requests whose
     // deadline is shorter than the app's latency now. Before dedupe: a refused duplicate never
     // holds a key.

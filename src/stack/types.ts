@@ -102,9 +102,10 @@ export interface RequestContext {
   localReply: string | undefined;
   /**
    * The credit this try holds (credits layer, outbound): endpoint -1 while only reserved; the
-   * upstream client sets the endpoint it spent the credit on. undefined without credits.
+   * upstream client sets the endpoint it spent the credit on and the balance it came from (the
+   * credit goes back there). undefined without credits.
    */
-  credit: { endpoint: number } | undefined;
+  credit: { endpoint: number; balance: unknown } | undefined;
   /** Who sent the request: the client's address (a rate-limit descriptor). */
   readonly source: string;
   /**

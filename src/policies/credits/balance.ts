@@ -49,6 +49,18 @@ export class CreditBalance {
 
   giveBack(): void {
     if (this.inFlight > 0) this.inFlight--;
+    this.#comply();
+  }
+
+  /**
+   * The grant this producer acts on, for its claims: the newest one it is within. After a shrink
+   * it still has more in flight than the new window until enough tries end; acknowledging the
+   * shrink before that would let the consumer give the difference away while it is still used.
+   */
+  #complied: { epoch: string; ack: number } = { epoch: '', ack: -1 };
+
+  #comply(): void {
+    if (this.state === 'granted' && this.inFlight <= this.n) this.#complied = { epoch: this.epoch, ack: this.seq };
   }
 
   /** A grant arrived (on an answer or from a fetch). Stale grants (older seq, same epoch) are ignored. */
@@ -59,7 +71,16 @@ export class CreditBalance {
     this.n = g.n;
     this.state = 'granted';
     this.#validUntilMs = now + g.leaseMs * LEASE_SAFETY;
+    this.#comply();
     return true;
+  }
+
+  /** The grant is no good any more: a fetch is needed, and any grant that comes is taken. */
+  lapse(): void {
+    this.state = 'unknown';
+    this.seq = -1;
+    this.epoch = '';
+    this.#complied = { epoch: '', ack: -1 };
   }
 
   /** A fetch goes out now: the first (no grant yet), or a refresh of a grant held. */
@@ -83,22 +104,11 @@ export class CreditBalance {
 
   /** The claim a try to this endpoint carries: the grant it acts on. */
   ack(): { epoch: string; ack: number } {
-    return this.state === 'granted' ? { epoch: this.epoch, ack: this.seq } : { epoch: '', ack: -1 };
-  }
-
-  /** Carry what an earlier balance for the same endpoint knew (a policy or DNS change). */
-  adopt(previous: CreditBalance): void {
-    this.state = previous.state === 'fetching' ? 'unknown' : previous.state;
-    this.n = previous.n;
-    this.seq = previous.seq;
-    this.epoch = previous.epoch;
-    this.inFlight = previous.inFlight;
-    this.#validUntilMs = previous.#validUntilMs;
-    this.#recheckAtMs = previous.#recheckAtMs;
+    return this.#complied;
   }
 
   #lapse(now: number): void {
-    if (this.state === 'granted' && now >= this.#validUntilMs) this.state = 'unknown';
+    if (this.state === 'granted' && now >= this.#validUntilMs) this.lapse();
     else if (this.state === 'uncredited' && now >= this.#recheckAtMs) this.state = 'unknown';
   }
 }

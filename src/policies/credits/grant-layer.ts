@@ -4,7 +4,7 @@
 // (GET /.sluice/v1/credits) itself: the app never sees them, nor the claim header.
 import type { CreditGrantPolicy } from '../../policy/types.ts';
 import { SluiceError } from '../../stack/errors.ts';
-import type { Clock, Layer, ProxyResponse } from '../../stack/types.ts';
+import type { Clock, Handler, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../../stack/types.ts';
 import { CreditLedger, type Producer } from './ledger.ts';
 import type { CreditMetrics } from './metrics.ts';
 import { CREDIT_HEADER, CREDITS_PATH, GRANT_HEADER, formatGrant, parseClaim, takeHeader } from './protocol.ts';
@@ -62,9 +62,9 @@ export function creditGrantLayer(grants: CreditGrants): Layer {
       // No sidecar on the other side (or the ledger is full): plain admission serves it, and
       // what it holds is kept out of the grants.
       ledger.uncredited(1);
-      return next(req, ctx).finally(() => ledger.uncredited(-1));
+      return call(next, req, ctx).finally(() => ledger.uncredited(-1));
     }
-    return next(req, ctx).then(
+    return call(next, req, ctx).then(
       (res) => {
         ledger.depart(p);
         (res.headers as Record<string, string | string[] | undefined>)[GRANT_HEADER] = formatGrant(ledger.grant(p));
@@ -76,5 +76,33 @@ export function creditGrantLayer(grants: CreditGrants): Layer {
         throw err instanceof SluiceError ? err.withHeaders(grant) : new SluiceError('upstream-error', undefined, { cause: err, headers: grant });
       },
     );
+  };
+}
+
+/** next() as a promise even when it throws synchronously, so the ledger's counts always come back. */
+function call(next: Handler, req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+  try {
+    return next(req, ctx);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * Inbound with credits off: the protocol still stops at the sidecar. A claim is dropped (the
+ * app never sees it) and a fetch is answered 404 without a grant, which tells the producer this
+ * consumer grants none.
+ */
+export function creditlessLayer(): Layer {
+  return (next) => (req, ctx) => {
+    if (takeHeader(req.headers as string[], CREDIT_HEADER) !== undefined && isFetch(req.path)) {
+      const body = Buffer.from('credits are off on this sidecar\n');
+      return Promise.resolve({
+        statusCode: 404,
+        headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(body.length) },
+        body,
+      });
+    }
+    return next(req, ctx);
   };
 }

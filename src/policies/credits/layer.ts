@@ -4,6 +4,7 @@
 // The upstream client spends the reserved credit on the endpoint it picks; the try's end gives
 // it back.
 import type { Clock, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../../stack/types.ts';
+import type { CreditBalance } from './balance.ts';
 import type { CreditPool } from './pool.ts';
 import { CREDIT_HEADER, takeHeader } from './protocol.ts';
 
@@ -20,13 +21,13 @@ export function creditLayer(b: CreditLayerBuild): Layer {
   const { pool } = b;
   return (next) => {
     function send(req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
-      const hold = { endpoint: -1 };
+      const hold: { endpoint: number; balance: unknown } = { endpoint: -1, balance: undefined };
       ctx.credit = hold;
       const startedMs = b.clock.now();
       const settle = (): void => {
         if (ctx.credit === hold) ctx.credit = undefined;
         if (hold.endpoint < 0) pool.unreserve();
-        else pool.giveBack(hold.endpoint, b.clock.now() - startedMs);
+        else pool.giveBack(hold.balance as CreditBalance, b.clock.now() - startedMs);
       };
       let pending: Promise<ProxyResponse>;
       try {
@@ -48,7 +49,7 @@ export function creditLayer(b: CreditLayerBuild): Layer {
     }
     return (req, ctx) => {
       // The claim is the sidecar's to make: an app's own header would be a second, forged one.
-      if (ctx.attempt === 1) takeHeader(req.headers as string[], CREDIT_HEADER);
+      takeHeader(req.headers as string[], CREDIT_HEADER);
       const waiting = pool.acquire(ctx);
       if (waiting === undefined) return send(req, ctx);
       return waiting.then(() => send(req, ctx));

@@ -153,11 +153,11 @@ export class CreditLedger {
     if (p.gone) return { n: 0, seq: Math.max(0, p.seq), leaseMs: this.#policy.leaseMs, epoch: this.epoch };
     this.#reshare(now);
     let n = p.target;
-    const held = committed(p);
-    if (n > held) {
+    const holds = held(p);
+    if (n > holds) {
       // Growth comes only out of capacity nobody holds.
       const free = Math.max(0, this.#capacity - this.committedTotal() - this.uncreditedInFlight - this.orphanedInFlight);
-      n = Math.min(n, held + free);
+      n = Math.min(n, holds + free);
     }
     if (p.seq < 0 || n !== p.n) {
       p.seq++;
@@ -177,18 +177,20 @@ export class CreditLedger {
   committedTotal(): number {
     this.#expire(this.#clock.now());
     let sum = 0;
-    for (const p of this.#producers.values()) sum += committed(p);
+    for (const p of this.#producers.values()) sum += held(p);
     return sum;
+  }
+
+  /** Live producers, lapsed leases let go first. */
+  get size(): number {
+    this.#expire(this.#clock.now());
+    return this.#producers.size;
   }
 
   /** Live producers (leases not lapsed as of the last look). */
   producers(): IterableIterator<Producer> {
     this.#expire(this.#clock.now());
     return this.#producers.values();
-  }
-
-  get size(): number {
-    return this.#producers.size;
   }
 
   #weightOf(svc: string): number {
@@ -225,6 +227,15 @@ export class CreditLedger {
     const pool = Math.max(0, this.#capacity - this.uncreditedInFlight - this.orphanedInFlight);
     fairShares([...this.#producers.values()], pool);
   }
+}
+
+/**
+ * What a producer holds here: the largest window it may still act on, or what it has in flight
+ * if more (a producer that gave a credit back early, at its deadline, while the request still
+ * runs here; or one that ignores its grants).
+ */
+function held(p: Producer): number {
+  return Math.max(committed(p), p.inFlight);
 }
 
 /** The most this producer may be using: the largest window it may still act on. */

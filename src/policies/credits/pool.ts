@@ -17,7 +17,9 @@ export interface ProducerIdentity {
 }
 
 /** What a fetch of an endpoint's credits came back with. */
-export type FetchResult = { readonly status: number; readonly grant: string | undefined } | { readonly error: unknown };
+export type FetchResult =
+  | { readonly status: number; readonly grant: string | undefined; readonly sidecarError?: boolean }
+  | { readonly error: unknown };
 
 /** Asks endpoint `i` for a grant: GET /.sluice/v1/credits with the claim header. */
 export type CreditFetcher = (i: number, claim: string) => Promise<FetchResult>;
@@ -56,16 +58,19 @@ export interface CreditPoolEvents {
 
 export class CreditPool {
   readonly upstream: string;
-  readonly balances: readonly CreditBalance[];
-  readonly #policy: CreditPolicy;
+  /** Per endpoint of the endpoint set in force, by index; a rebind re-maps them by key. */
+  balances: readonly CreditBalance[];
+  /** Every balance by endpoint key: kept across rebinds, so tries in flight return to them. */
+  #byKey = new Map<string, CreditBalance>();
+  #policy: CreditPolicy;
   readonly #clock: Clock;
   readonly #identity: ProducerIdentity;
-  readonly #fetch: CreditFetcher;
+  #fetch: CreditFetcher;
   readonly #events: CreditPoolEvents;
   reserved = 0;
   readonly #waiters: Waiter[] = [];
   /** Scratch eligibility for the endpoint pick, reused per try. */
-  readonly #eligible: boolean[];
+  #eligible: boolean[];
   #demandNow = 0;
   #demandBefore = 0;
   #demandWindowStart = 0;
@@ -81,8 +86,6 @@ export class CreditPool {
     identity: ProducerIdentity;
     fetch: CreditFetcher;
     events: CreditPoolEvents;
-    /** Balances an earlier pool of this upstream kept, by endpoint key (host|port). */
-    previous?: ReadonlyMap<string, CreditBalance>;
   }) {
     this.upstream = o.upstream;
     this.#policy = o.policy;
@@ -90,16 +93,32 @@ export class CreditPool {
     this.#identity = o.identity;
     this.#fetch = o.fetch;
     this.#events = o.events;
-    this.balances = o.endpoints.map((key) => {
-      const b = new CreditBalance();
-      const before = o.previous?.get(key);
-      if (before !== undefined) b.adopt(before);
+    this.balances = [];
+    this.#eligible = [];
+    this.#demandWindowStart = o.clock.now();
+    this.rebind(o.endpoints, o.policy, o.fetch);
+  }
+
+  /**
+   * The upstream's endpoints or credit policy changed (a policy update, a DNS answer): the same
+   * pool goes on over the new list. Endpoints that stay keep their balance object, so tries in
+   * flight give their credit back where they took it, and waiters keep their place.
+   */
+  rebind(endpoints: readonly string[], policy: CreditPolicy, fetch: CreditFetcher): void {
+    this.#policy = policy;
+    this.#fetch = fetch;
+    const byKey = new Map<string, CreditBalance>();
+    this.balances = endpoints.map((key) => {
+      const b = this.#byKey.get(key) ?? new CreditBalance();
+      byKey.set(key, b);
       return b;
     });
+    // Balances of endpoints that left are dropped: their tries still hold the objects.
+    this.#byKey = byKey;
     this.#eligible = new Array<boolean>(this.balances.length).fill(false);
-    this.#demandWindowStart = o.clock.now();
-    // "Fetched before the first request": ask every endpoint now.
-    this.#fetchWhereNeeded(o.clock.now());
+    // "Fetched before the first request": ask every endpoint without a grant now.
+    this.#fetchWhereNeeded(this.#clock.now());
+    this.#wake();
   }
 
   /** Credits that can be reserved now across endpoints (Infinity if any is uncredited). */
@@ -136,6 +155,8 @@ export class CreditPool {
    * cancellation reason.
    */
   acquire(ctx: RequestContext): Promise<void> | undefined {
+    if (ctx.cancelled !== undefined) return Promise.reject(ctx.cancelled);
+    if (this.#closed) return Promise.reject(this.#refusal('queue_full'));
     const now = this.#clock.now();
     this.#noteDemand(now);
     this.#fetchWhereNeeded(now);
@@ -193,17 +214,20 @@ export class CreditPool {
     return this.#eligible;
   }
 
-  /** The reserved credit is spent on endpoint i; returns the claim header value for the try. */
-  spend(i: number): string {
+  /**
+   * The reserved credit is spent on endpoint i; returns the balance it came from (the try gives
+   * it back there, whatever rebinds happen meanwhile) and the claim header value for the try.
+   */
+  spend(i: number): { readonly balance: CreditBalance; readonly claim: string } {
     if (this.reserved > 0) this.reserved--;
     const b = this.balances[i] as CreditBalance;
     b.spend();
-    return this.#claim(b);
+    return { balance: b, claim: this.#claim(b) };
   }
 
-  /** The try on endpoint i ended (headers or failure) after holding its credit `heldMs`: it comes back. */
-  giveBack(i: number, heldMs?: number): void {
-    (this.balances[i] as CreditBalance | undefined)?.giveBack();
+  /** A try ended (headers or failure) after holding its credit `heldMs`: it comes back. */
+  giveBack(balance: CreditBalance, heldMs?: number): void {
+    balance.giveBack();
     if (heldMs !== undefined && heldMs >= 0) {
       this.#holdMs = this.#holdMs === undefined ? heldMs : this.#holdMs + HOLD_EWMA_WEIGHT * (heldMs - this.#holdMs);
     }
@@ -223,17 +247,13 @@ export class CreditPool {
     if (b.onGrant(g, this.#clock.now())) this.#wake();
   }
 
-  /** Balances by endpoint key, for the pool that replaces this one. */
-  keep(endpoints: readonly string[]): Map<string, CreditBalance> {
-    return new Map(endpoints.map((key, i) => [key, this.balances[i] as CreditBalance]));
-  }
-
-  /** Replaced or closing: waiting requests are refused (the new pool has its own queue). */
+  /** Credits off for the upstream, or the upstream or sidecar goes: waiting requests are refused. */
   close(): void {
     this.#closed = true;
     for (const w of this.#waiters.splice(0)) {
       clearTimeout(w.timer);
       releaseCancel(w.ctx, w.onCancel);
+      this.#events.refused('queue_full');
       w.reject(this.#refusal('queue_full'));
     }
   }
@@ -311,11 +331,12 @@ export class CreditPool {
     // one turn of the event loop asks once, with its whole demand.
     setImmediate(() => {
       if (this.#closed) return;
-      void this.#fetch(i, this.#claim(b)).then((r) => this.#fetched(i, b, r));
+      void this.#fetch(i, this.#claim(b)).then((r) => this.#fetched(b, r));
     });
   }
 
-  #fetched(i: number, b: CreditBalance, r: FetchResult): void {
+  #fetched(b: CreditBalance, r: FetchResult): void {
+    if (this.#closed) return;
     const now = this.#clock.now();
     const refresh = b.refreshing;
     b.fetched();
@@ -325,7 +346,8 @@ export class CreditPool {
       if (g === undefined || !b.onGrant(g, now)) return;
       this.#wake();
       // Still short after a grant that grew: the share may grow further, ask again at once.
-      if (b.n > before && this.#waiters.length > 0) {
+      const i = this.balances.indexOf(b);
+      if (b.n > before && this.#waiters.length > 0 && i >= 0) {
         this.#noteDemand(now);
         this.#startFetch(i, b, now);
       }
@@ -341,8 +363,14 @@ export class CreditPool {
     } else {
       const g = r.grant === undefined ? undefined : parseGrant(r.grant);
       if (g !== undefined) {
-        b.onGrant(g, now);
+        // A stale grant (reordered) leaves it without one: asked again at the next request.
+        if (!b.onGrant(g, now)) b.lapse();
         this.#events.fetched('granted');
+      } else if (r.sidecarError) {
+        // A sidecar refused the fetch (its rate limit, draining): it does grant credits, so
+        // ask again soon rather than sending unmetered while it is under load.
+        b.uncredited(now + FETCH_FAILED_RECHECK_MS);
+        this.#events.fetched('failed');
       } else {
         // Answered without a grant: no sidecar with credits there.
         b.uncredited(now + this.#policy.recheckMs);

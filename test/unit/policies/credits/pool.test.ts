@@ -66,13 +66,13 @@ describe('credit pool', () => {
     await settle();
     expect(h.pool.acquire(testContext())).toBeUndefined();
     expect(h.pool.eligible()).toEqual([true]);
-    expect(h.pool.spend(0)).toContain('ack=0');
+    expect(h.pool.spend(0).claim).toContain('ack=0');
     expect(h.pool.acquire(testContext())).toBeUndefined();
     h.pool.spend(0);
     expect(h.pool.inFlight()).toBe(2);
     expect(h.pool.available()).toBe(0);
     expect(h.pool.eligible()).toEqual([false]);
-    h.pool.giveBack(0);
+    h.pool.giveBack(h.pool.balances[0]!);
     expect(h.pool.available()).toBe(1);
   });
 
@@ -88,7 +88,7 @@ describe('credit pool', () => {
     await expect(second).rejects.toMatchObject({ code: 'no-credit', retryAfterS: 1 });
     expect(h.refused).toEqual(['queue_full']);
     // The waiter gets the credit the try gives back.
-    h.pool.giveBack(0);
+    h.pool.giveBack(h.pool.balances[0]!);
     await expect(first).resolves.toBeUndefined();
   });
 
@@ -164,7 +164,7 @@ describe('credit pool', () => {
       h.pool.acquire(testContext());
       h.pool.spend(0);
     }
-    h.pool.giveBack(0, 40);
+    h.pool.giveBack(h.pool.balances[0]!, 40);
     h.pool.acquire(testContext());
     h.pool.spend(0);
     // The first waiter expects ~20 ms (within 25): it waits. The second would expect ~40: refused now.
@@ -173,7 +173,7 @@ describe('credit pool', () => {
     const second = h.pool.acquire(testContext({ deadlineMs: 10_000 }));
     await expect(second).rejects.toMatchObject({ code: 'no-credit', retryAfterS: 0.02 });
     expect(h.refused).toEqual(['expected_wait']);
-    h.pool.giveBack(0, 40);
+    h.pool.giveBack(h.pool.balances[0]!, 40);
     await expect(first).resolves.toBeUndefined();
   });
 
