@@ -4,7 +4,7 @@
 import type { HeaderList } from '../stack/types.ts';
 
 /** Fields that are always hop-by-hop, lower-case. `trailer` is end-to-end in RFC 9110. */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

@@ -1,10 +1,9 @@
 // Regressions found in review of credit-based backpressure, over real sockets: updates with
 // tries in flight or waiting, idle producers, a consumer with credits off. Each failed before its fix.
 import { afterEach, describe, expect, it } from 'vitest';
-import { metricSum } from '../support/metrics.ts';
-import { send, type SendResult } from '../support/http-client.ts';
+import { appMetric, gatedApp, getVia, producerSpec, startConsumer, until } from '../support/credit-sidecars.ts';
 import { startScriptedUpstream, type ScriptedUpstream } from '../support/scripted-upstream.ts';
-import { startTestSidecar, upstream, type TestSidecar } from '../support/sidecar.ts';
+import { startTestSidecar, type TestSidecar } from '../support/sidecar.ts';
 
 const opened: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -16,71 +15,17 @@ function track<T extends { close(): Promise<void> }>(x: T): T {
   return x;
 }
 
-/** '/hold' waits at the app until released; anything else is echoed at once. */
-function gatedApp(): { release(): void; script: (req: { url?: string }) => unknown } {
-  const gates: (() => void)[] = [];
-  return {
-    release() {
-      for (const g of gates.splice(0)) g();
-    },
-    script: (req) => {
-      if (req.url !== '/hold') return { echo: true };
-      let open!: () => void;
-      const after = new Promise<void>((r) => (open = r));
-      gates.push(open);
-      return { after, then: { status: 200, body: 'done' } };
-    },
-  };
-}
-
-async function consumer(app: ScriptedUpstream, credits: Record<string, unknown> | null = { leaseMs: 1000 }): Promise<TestSidecar> {
-  return track(
-    await startTestSidecar({
-      inbound: {
-        app: { address: '127.0.0.1', port: app.port },
-        admission: { adaptive: 'off', maxConcurrency: 4, queue: { maxWaiting: 0, maxWaitMs: 0 } },
-        ...(credits === null ? {} : { credits }),
-      },
-    }),
-  );
-}
-
-function producerSpec(c: TestSidecar, credits: Record<string, unknown>): Record<string, unknown> {
-  return {
-    outbound: {
-      defaults: { retry: 'off' },
-      upstreams: [upstream('app', `127.0.0.1:${c.inboundPort}`, { credits })],
-    },
-  };
-}
-
-async function producer(c: TestSidecar, credits: Record<string, unknown> = { maxWaitMs: 20 }): Promise<TestSidecar> {
-  return track(await startTestSidecar(producerSpec(c, credits)));
-}
-
-const get = (p: TestSidecar, path = '/work'): Promise<SendResult> => send({ port: p.outboundPort, host: 'app', path, timeoutMs: 5000 });
-
-async function metric(p: TestSidecar, name: string): Promise<number> {
-  return metricSum(await p.metrics(), name, { upstream: 'app' });
-}
-
-async function until(read: () => Promise<number>, ok: (v: number) => boolean, what: string): Promise<number> {
-  let v = await read();
-  while (!ok(v)) {
-    await new Promise((r) => setTimeout(r, 10));
-    v = await read();
-  }
-  expect(ok(v), what).toBe(true);
-  return v;
-}
-
+const consumer = async (app: ScriptedUpstream, credits?: Record<string, unknown> | null): Promise<TestSidecar> => track(await startConsumer(app, credits));
+const producer = async (c: TestSidecar, credits?: Record<string, unknown>): Promise<TestSidecar> => track(await startTestSidecar(producerSpec(c, credits)));
+const get = getVia;
+const metric = appMetric;
 
 describe('credits review', () => {
   // DEFECT: a policy update builds a new CreditPool whose balances copy (adopt) the old ones'
   // inFlight, but tries already out give their credit back to the old pool (the old stack's
   // credits layer holds it). The new pool's inFlight never comes down: credits leak for good.
   it('a policy update while tries are in flight does not leak their credits', async () => {
-    const gate = gatedApp();
+    const gate = gatedApp('/hold');
     const app = track(await startScriptedUpstream(gate.script as never));
     const c = await consumer(app);
     const spec = producerSpec(c, { maxWaitMs: 20 });
@@ -108,7 +53,7 @@ describe('credits review', () => {
   // DEFECT: CreditPool.close() (run on every policy update and every DNS change of the upstream)
   // refuses every waiting request with 503 no-credit ('queue_full'), uncounted in the metric.
   it('a policy update does not refuse requests waiting for a credit', async () => {
-    const gate = gatedApp();
+    const gate = gatedApp('/hold');
     const app = track(await startScriptedUpstream(gate.script as never));
     const c = await consumer(app);
     const spec = producerSpec(c, { maxWaitMs: 3000 });
@@ -136,7 +81,7 @@ describe('credits review', () => {
   // 'fetching' for good (needsFetch is only true in 'unknown'), and the endpoint never gets a
   // credit again. Any producer idle for longer than leaseMs hits it.
   it('a producer idle for longer than the lease is served again afterwards', async () => {
-    const gate = gatedApp();
+    const gate = gatedApp('/hold');
     const app = track(await startScriptedUpstream(gate.script as never));
     const c = await consumer(app, { leaseMs: 300 });
     const p = await producer(c);

@@ -1,10 +1,11 @@
 // Credit-based backpressure over real sockets: two producer sidecars and one consumer sidecar in
 // front of a slow app. The consumer's admission limit is static here (4), so the shares are exact.
 import { afterEach, describe, expect, it } from 'vitest';
+import { appMetric, gatedApp, getVia, producerSpec, startConsumer, until } from '../support/credit-sidecars.ts';
 import { metricSum } from '../support/metrics.ts';
-import { send, type SendResult } from '../support/http-client.ts';
+import type { SendResult } from '../support/http-client.ts';
 import { startScriptedUpstream, type ScriptedUpstream } from '../support/scripted-upstream.ts';
-import { startTestSidecar, upstream, type TestSidecar } from '../support/sidecar.ts';
+import { startTestSidecar, type TestSidecar } from '../support/sidecar.ts';
 
 const opened: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -16,65 +17,10 @@ function track<T extends { close(): Promise<void> }>(x: T): T {
   return x;
 }
 
-/** Gates the app: every request waits until released, in arrival order. */
-function gatedApp(): { release(n?: number): void; script: (req: unknown) => { after: Promise<unknown>; then: { status: number; body: string } }; } {
-  const gates: (() => void)[] = [];
-  let released = 0;
-  return {
-    release(n = Infinity) {
-      for (let k = 0; k < n && gates.length > 0; k++) {
-        released++;
-        gates.shift()?.();
-      }
-    },
-    script: () => {
-      let open!: () => void;
-      const after = new Promise<void>((r) => (open = r));
-      gates.push(open);
-      return { after, then: { status: 200, body: 'done' } };
-    },
-  };
-}
-
-async function consumer(app: ScriptedUpstream, credits: Record<string, unknown> = { leaseMs: 1000 }): Promise<TestSidecar> {
-  return track(
-    await startTestSidecar({
-      inbound: {
-        app: { address: '127.0.0.1', port: app.port },
-        admission: { adaptive: 'off', maxConcurrency: 4, queue: { maxWaiting: 0, maxWaitMs: 0 } },
-        credits,
-      },
-    }),
-  );
-}
-
-async function producer(consumerSidecar: TestSidecar, credits: Record<string, unknown> = { maxWaitMs: 20 }): Promise<TestSidecar> {
-  return track(
-    await startTestSidecar({
-      outbound: {
-        defaults: { retry: 'off' },
-        upstreams: [upstream('app', `127.0.0.1:${consumerSidecar.inboundPort}`, { credits })],
-      },
-    }),
-  );
-}
-
-const get = (p: TestSidecar, path = '/work'): Promise<SendResult> => send({ port: p.outboundPort, host: 'app', path, timeoutMs: 5000 });
-
-async function granted(p: TestSidecar): Promise<number> {
-  return metricSum(await p.metrics(), 'sluice_credits_granted', { upstream: 'app' });
-}
-
-/** Polls a metric until `ok` (bounded by the test's timeout): no sleeps of fixed length. */
-async function until(read: () => Promise<number>, ok: (v: number) => boolean, what: string): Promise<number> {
-  let v = await read();
-  while (!ok(v)) {
-    await new Promise((r) => setTimeout(r, 10));
-    v = await read();
-  }
-  expect(ok(v), what).toBe(true);
-  return v;
-}
+const consumer = async (app: ScriptedUpstream, credits?: Record<string, unknown>): Promise<TestSidecar> => track(await startConsumer(app, credits));
+const producer = async (c: TestSidecar, credits?: Record<string, unknown>): Promise<TestSidecar> => track(await startTestSidecar(producerSpec(c, credits)));
+const get = getVia;
+const granted = (p: TestSidecar): Promise<number> => appMetric(p, 'sluice_credits_granted');
 
 describe('credits between sidecars', () => {
   it('a producer fetches its grant before the first request, and the app never sees the protocol', async () => {
@@ -146,9 +92,9 @@ describe('credits between sidecars', () => {
   });
 
   it('a producer that stops using its credits loses them at lease expiry, to the one that wants them', async () => {
-    const gate = gatedApp();
     // '/hold' waits at the app until released; anything else is answered at once.
-    const app = track(await startScriptedUpstream((req) => (req.url === '/hold' ? gate.script(req) : { status: 200, body: 'ok' })));
+    const gate = gatedApp('/hold');
+    const app = track(await startScriptedUpstream(gate.script));
     const c = await consumer(app, { leaseMs: 300 });
     const a = await producer(c);
     const b = await producer(c);

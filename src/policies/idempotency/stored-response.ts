@@ -1,6 +1,7 @@
 // A completed response as a duplicate gets it: what is kept of the original, what it costs in
 // the store, and the response a replay hands back.
 import type { BodySink, ProxyResponse, ResponseBody } from '../../stack/types.ts';
+import { HOP_BY_HOP } from '../../proxy/headers.ts';
 
 export type HeaderMap = Readonly<Record<string, string | readonly string[]>>;
 export type Trailers = Readonly<Record<string, string | string[]>>;
@@ -23,18 +24,7 @@ export const REPLAY_HEADER = 'sluice-idempotent-replay';
  * `content-length` (recomputed from the stored body, so it can never disagree with it).
  * Everything else, Set-Cookie and Location included, is the outcome the key stands for.
  */
-const NOT_KEPT = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'transfer-encoding',
-  'upgrade',
-  'date',
-  REPLAY_HEADER,
-]);
+const NOT_KEPT: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'date', REPLAY_HEADER]);
 
 /**
  * Whether an answer with this status is the outcome of the request. 5xx are not (the app failed;
