@@ -120,8 +120,8 @@ export function buildStack(b: RouteBuild): Handler {
     // Per request, before retries: a refused request is refused once, and retries (which the
     // budget bounds) are not charged to the caller's rate.
     b.rateLimit === undefined || b.rateLimit.limiters.length === 0 ? undefined : rateLimitLayer(b.rateLimit),
-    // Inbound: outside admission, so the grant rides on every answer, admission's refusals too,
-    // and admission can tell a producer's granted request from one without credits.
+    // Inbound: outside admission, so the grant rides on every answer, admission's refusals too
+    // (a producer learns its window shrank on the very refusal that says so).
     // With credits off, the protocol still stops here: the app never sees a claim or a fetch.
     b.creditGrants !== undefined ? creditGrantLayer(b.creditGrants) : direction === 'inbound' ? creditlessLayer() : undefined,
     // Inbound: the app's concurrency limit; sheds lower priorities first, refuses requests whose
