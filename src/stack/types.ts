@@ -153,3 +153,21 @@ export function cancel(ctx: RequestContext, reason: Error): void {
   ctx.onCancel = undefined;
   listener?.(reason);
 }
+
+/**
+ * Waits `ms`, cut short (rejecting with the reason) if the exchange is cancelled meanwhile: the
+ * one way a layer sleeps inside a request (a retry's back-off, a poll's pause).
+ */
+export function cancellableSleep(ms: number, ctx: RequestContext): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onCancel = (reason: Error): void => {
+      clearTimeout(timer);
+      reject(reason);
+    };
+    const timer = setTimeout(() => {
+      releaseCancel(ctx, onCancel);
+      resolve();
+    }, ms);
+    ctx.onCancel = onCancel;
+  });
+}

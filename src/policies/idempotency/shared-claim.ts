@@ -2,7 +2,7 @@
 // replica holds it, poll with bounded back-off (each poll is a claim, so a key freed meanwhile is
 // taken in the same call) until its outcome is in, this request's deadline, or its cancellation.
 import { SluiceError } from '../../stack/errors.ts';
-import { releaseCancel, type Clock, type RequestContext } from '../../stack/types.ts';
+import { cancellableSleep, type Clock, type RequestContext } from '../../stack/types.ts';
 import { decodeShared, type SharedState } from './redis-codec.ts';
 import { SharedStoreUnavailable, type SharedStore } from './redis-store.ts';
 
@@ -94,15 +94,5 @@ function pause(ms: number, ctx: RequestContext, clock: Clock): Promise<void> {
   if (leftMs <= 0) {
     return Promise.reject(new SluiceError('deadline-exceeded', 'while the original request with this Idempotency-Key runs on another replica'));
   }
-  return new Promise((resolve, reject) => {
-    const onCancel = (reason: Error): void => {
-      clearTimeout(timer);
-      reject(reason);
-    };
-    const timer = setTimeout(() => {
-      releaseCancel(ctx, onCancel);
-      resolve();
-    }, Math.min(ms, leftMs));
-    ctx.onCancel = onCancel;
-  });
+  return cancellableSleep(Math.min(ms, leftMs), ctx);
 }

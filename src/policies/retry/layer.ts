@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream';
 import type { Counter, Registry } from 'prom-client';
 import { classifyError, classifyResponse, isRetryable, type Verdict } from '../../stack/classify.ts';
-import { releaseCancel, type Clock, type Direction, type Layer, type ProxyRequest, type ProxyResponse, type RequestContext } from '../../stack/types.ts';
+import { cancellableSleep, type Clock, type Direction, type Layer, type ProxyRequest, type ProxyResponse, type RequestContext } from '../../stack/types.ts';
 import { counter } from '../../telemetry/registry.ts';
 import type { RetryPolicy } from '../../policy/types.ts';
 import { backoffMs } from './backoff.ts';
@@ -69,21 +69,6 @@ export function retryLayer(b: RetryBuild): Layer {
     }
     c.inc();
   };
-
-  /** Waits out a back-off, cut short (rejecting) if the exchange is cancelled meanwhile. */
-  function sleep(ms: number, ctx: RequestContext): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onCancel = (reason: Error): void => {
-        clearTimeout(timer);
-        reject(reason);
-      };
-      const timer = setTimeout(() => {
-        releaseCancel(ctx, onCancel);
-        resolve();
-      }, ms);
-      ctx.onCancel = onCancel;
-    });
-  }
 
   function settle(o: Outcome): ProxyResponse {
     if (o.response === undefined) throw o.error;
@@ -151,7 +136,7 @@ export function retryLayer(b: RetryBuild): Layer {
         countRetry(verdict.reason);
         ctx.retryReason = verdict.reason;
         try {
-          if (waitMs > 0) await sleep(waitMs, ctx);
+          if (waitMs > 0) await cancellableSleep(waitMs, ctx);
         } catch (err) {
           if (charged) budget?.release();
           throw err;
