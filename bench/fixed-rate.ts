@@ -8,39 +8,13 @@
 // Usage:
 //   node bench/fixed-rate.ts --url http://127.0.0.1:8080/ --rate 2000 --seconds 5 \
 //     [--warmup-seconds 1] [--connections 64] [--host bench] [--drain-seconds 10]
-// Prints one JSON object on stdout (FixedRateResult below). Run it pinned: `taskset -c 0 ...`.
+// Prints one JSON object on stdout (FixedRateResult, bench/lib/fixed-rate-result.ts). Run it pinned: `taskset -c 0 ...`.
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { loadArgs, loadSpec, openLoop } from './lib/open-loop.ts';
-import { percentile } from './lib/stats.ts';
+import { summarizeFixedRate } from './lib/fixed-rate-result.ts';
 
-export interface FixedRateResult {
-  readonly rate: number;
-  readonly seconds: number;
-  readonly warmupSeconds: number;
-  /** Requests in the measured window (after warm-up). */
-  readonly scheduled: number;
-  readonly completed: number;
-  /** Measured requests still unanswered when the drain bound ran out (counted as latency >= the bound). */
-  readonly incomplete: number;
-  readonly errors: number;
-  readonly non2xx: number;
-  readonly statuses: Record<string, number>;
-  readonly firstError: string | undefined;
-  /** Latency from scheduled send time to end of response body, ms. */
-  readonly latencyMs: {
-    readonly p50: number;
-    readonly p90: number;
-    readonly p99: number;
-    readonly p999: number;
-    readonly max: number;
-    readonly mean: number;
-  };
-  /** How late the generator itself issued requests vs schedule (its own health), ms. */
-  readonly sendLagMs: { readonly p99: number; readonly max: number };
-  /** Measured requests over the span they were actually sent in (requests/s). */
-  readonly achievedRate: number;
-}
+export type { FixedRateResult } from './lib/fixed-rate-result.ts';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -79,49 +53,10 @@ async function main(): Promise<void> {
     }
   });
 
-  // Unanswered requests count at their (lower-bound) age now, so they sit at the top of the tail.
-  let incomplete = 0;
-  const nowEnd = performance.now();
-  for (let k = 0; k < measuredCount; k++) {
-    if (Number.isNaN(latency[k] as number)) {
-      incomplete++;
-      latency[k] = nowEnd - (start + (k + warmCount) * intervalMs);
-    }
-  }
-  const sorted = Float64Array.from(latency).sort();
-  const lagSorted = Float64Array.from(sendLag).sort();
-  let sum = 0;
-  for (const v of sorted) sum += v;
-
-  const result: FixedRateResult = {
-    rate,
-    seconds,
-    warmupSeconds,
-    scheduled: measuredCount,
-    completed,
-    incomplete,
-    errors,
-    non2xx,
-    statuses,
-    firstError,
-    latencyMs: {
-      p50: percentile(sorted, 0.5),
-      p90: percentile(sorted, 0.9),
-      p99: percentile(sorted, 0.99),
-      p999: percentile(sorted, 0.999),
-      max: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : Number.NaN,
-      mean: sorted.length > 0 ? sum / sorted.length : Number.NaN,
-    },
-    sendLagMs: {
-      p99: percentile(lagSorted, 0.99),
-      max: lagSorted.length > 0 ? (lagSorted[lagSorted.length - 1] as number) : Number.NaN,
-    },
-    achievedRate:
-      measuredCount > 1
-        ? ((measuredCount - 1) * 1000) /
-          ((measuredCount - 1) * intervalMs + (sendLag[measuredCount - 1] as number) - (sendLag[0] as number))
-        : Number.NaN,
-  };
+  const result = summarizeFixedRate(
+    { rate, seconds, warmupSeconds, warmCount, intervalMs, start, latency, sendLag, completed, errors, non2xx, statuses, firstError },
+    performance.now(),
+  );
   process.stdout.write(JSON.stringify(result) + '\n');
   await gen.close(drained);
 }

@@ -15,14 +15,20 @@ export const toolMissing = (tool: string): string | undefined => (onPath(tool) ?
 // ---------------------------------------------------------------------------------------------
 // Configs
 
+/**
+ * The HTTP version sluice speaks to an upstream or the app: `auto` (its default) is the version
+ * the client used, `http2` is h2c with prior knowledge. Its listeners take either.
+ */
+export type SluiceProtocol = 'auto' | 'http1' | 'http2';
+
 export interface SluicePolicySpec {
   name: string;
   adminPort: number;
   graceMs: number;
-  /** Outbound listener with one upstream; off when undefined. */
-  outbound?: { port: number; upstream: string; hosts: string[]; endpoints: string[] };
-  /** Inbound listener in front of the app; off when undefined. */
-  inbound?: { port: number; appPort: number };
+  /** Outbound listener with one upstream; off when undefined. `protocol` omitted = sluice's default. */
+  outbound?: { port: number; upstream: string; hosts: string[]; endpoints: string[]; protocol?: SluiceProtocol };
+  /** Inbound listener in front of the app; off when undefined. `protocol` omitted = sluice's default. */
+  inbound?: { port: number; appPort: number; protocol?: SluiceProtocol };
 }
 
 export function sluicePolicy(spec: SluicePolicySpec): string {
@@ -50,6 +56,7 @@ export function sluicePolicy(spec: SluicePolicySpec): string {
       '    app:',
       '      address: 127.0.0.1',
       `      port: ${inbound.appPort}`,
+      ...(inbound.protocol === undefined ? [] : [`      protocol: ${inbound.protocol}`]),
     );
   }
   lines.push('  outbound:');
@@ -65,6 +72,7 @@ export function sluicePolicy(spec: SluicePolicySpec): string {
       `      - name: ${outbound.upstream}`,
       `        hosts: [${outbound.hosts.join(', ')}]`,
       `        endpoints: [${outbound.endpoints.join(', ')}]`,
+      ...(outbound.protocol === undefined ? [] : [`        protocol: ${outbound.protocol}`]),
     );
   }
   return lines.join('\n') + '\n';
@@ -84,6 +92,13 @@ export interface NginxSpec {
   http?: string[];
   /** Default 4096: client plus upstream connections of the one worker. */
   workerConnections?: number;
+  /**
+   * HTTP/2 both ways: the listener takes h2c with prior knowledge (`listen ... http2`), and
+   * `grpc_pass` forwards over h2c, nginx's only HTTP/2 upstream module (it serves plain HTTP/2
+   * requests too). nginx opens one upstream connection per request in flight: it does not
+   * multiplex streams upstream; `keepalive` keeps them for reuse.
+   */
+  http2?: boolean;
 }
 
 export function nginxConf(c: NginxSpec): string {
@@ -91,6 +106,13 @@ export function nginxConf(c: NginxSpec): string {
   const servers = c.servers.map((l) => `    ${l}\n`).join('');
   const location = (c.location ?? []).map((l) => `      ${l}\n`).join('');
   const httpExtra = (c.http ?? []).map((l) => `  ${l}\n`).join('');
+  const forward = (
+    c.http2 === true
+      ? [`grpc_pass grpc://${c.upstream};`]
+      : [`proxy_pass http://${c.upstream};`, 'proxy_http_version 1.1;', 'proxy_set_header Connection "";', 'proxy_set_header Host $host;']
+  )
+    .map((l) => `      ${l}\n`)
+    .join('');
   return `worker_processes 1;
 daemon off;
 master_process on;
@@ -112,13 +134,9 @@ ${servers}    keepalive 128;
     keepalive_timeout 120s;
   }
   server {
-    listen 127.0.0.1:${c.port};
+    listen 127.0.0.1:${c.port}${c.http2 === true ? ' http2' : ''};
     location / {
-      proxy_pass http://${c.upstream};
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-${location}    }
+${forward}${location}    }
   }
 }
 `;
@@ -133,6 +151,8 @@ export interface HaproxySpec {
   backend: string[];
   /** Global connection cap, default 4096. */
   maxconn?: number;
+  /** The frontend takes h2c with prior knowledge (`proto h2`); servers need their own `proto h2`. */
+  h2?: boolean;
 }
 
 export function haproxyConf(c: HaproxySpec): string {
@@ -149,7 +169,7 @@ defaults
   option http-keep-alive
   http-reuse always
 ${indent(c.defaults ?? [])}frontend fe
-  bind 127.0.0.1:${c.port}
+  bind 127.0.0.1:${c.port}${c.h2 === true ? ' proto h2' : ''}
   default_backend be
 backend be
 ${indent(c.backend)}`;
@@ -158,19 +178,29 @@ ${indent(c.backend)}`;
 // ---------------------------------------------------------------------------------------------
 // Launch: write the config, start pinned to the server core, wait until it answers.
 
-export async function startNginx(dir: string, conf: string, port: number, serverCpu: string, nice: number | undefined, host?: string): Promise<Proc> {
+/** Writes the config and starts nginx pinned; the caller waits until it answers (startNginx does over HTTP/1.1). */
+export function launchNginx(dir: string, conf: string, serverCpu: string, nice: number | undefined): Proc {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const [cmd, args] = pinned(serverCpu, onPath('nginx') as string, ['-p', dir, '-e', `${dir}/error.log`, '-c', `${dir}/nginx.conf`], nice);
-  const proc = new Proc('nginx', cmd, args);
+  return new Proc('nginx', cmd, args);
+}
+
+export async function startNginx(dir: string, conf: string, port: number, serverCpu: string, nice: number | undefined, host?: string): Promise<Proc> {
+  const proc = launchNginx(dir, conf, serverCpu, nice);
   await waitFor('nginx', [proc], async () => (await httpGet(`http://127.0.0.1:${port}/`, 1000, host)).status === 200);
   return proc;
 }
 
-export async function startHaproxy(file: string, conf: string, port: number, serverCpu: string, nice: number | undefined, host?: string): Promise<Proc> {
+/** Writes the config and starts haproxy pinned; the caller waits until it answers (startHaproxy does over HTTP/1.1). */
+export function launchHaproxy(file: string, conf: string, serverCpu: string, nice: number | undefined): Proc {
   writeFileSync(file, conf);
   const [cmd, args] = pinned(serverCpu, onPath('haproxy') as string, ['-db', '-f', file], nice);
-  const proc = new Proc('haproxy', cmd, args);
+  return new Proc('haproxy', cmd, args);
+}
+
+export async function startHaproxy(file: string, conf: string, port: number, serverCpu: string, nice: number | undefined, host?: string): Promise<Proc> {
+  const proc = launchHaproxy(file, conf, serverCpu, nice);
   await waitFor('haproxy', [proc], async () => (await httpGet(`http://127.0.0.1:${port}/`, 1000, host)).status === 200);
   return proc;
 }
