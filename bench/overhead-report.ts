@@ -8,6 +8,7 @@ import { P } from './overhead-params.ts';
 
 export function header(scenarios: readonly Scenario[]): string {
   const cpus = os.cpus();
+  const h2 = scenarios.some((sc) => sc.id !== 'http1');
   const tools = [versionOf('wrk', ['-v']), ...(onPath('h2load') === undefined ? [] : [versionOf('h2load', ['--version'])])];
   const lines = [
     '## sluice overhead benchmark',
@@ -16,7 +17,7 @@ export function header(scenarios: readonly Scenario[]): string {
     `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB RAM, ${os.type()} ${os.release()}, load average at start ${loadAverage()}`,
     `- node: ${versionOf(NODE, ['--version'])} (${NODE}); sluice ${sluiceRevision()}`,
     `- tools: ${tools.join('; ')}; ${proxyVersions()}`,
-    `- sluice: \`node ${[...P.sluiceNodeFlags, 'dist/main.js'].join(' ')} proxy --policy <generated>\` (BENCH_SLUICE_NODE_FLAGS), default log level; outbound upstream \`bench\` with default timeouts/retries, \`unknownHosts: reject\`; HTTP/2 and gRPC rows set \`protocol: http2\` on the upstream and the inbound app`,
+    `- sluice: \`node ${[...P.sluiceNodeFlags, 'dist/main.js'].join(' ')} proxy --policy <generated>\` (BENCH_SLUICE_NODE_FLAGS), default log level; outbound upstream \`bench\` with default timeouts/retries, \`unknownHosts: reject\`${h2 ? '; HTTP/2 and gRPC tables: `protocol: http2` on the upstream and on the inbound app' : ''}`,
     `- before each measured phase the bench waits up to ${P.quietWaitSeconds}s for both CPUs to be idle (BENCH_QUIET_WAIT_SECONDS; 0 = don't wait)`,
     `- pinning: load generator on CPU ${P.loadCpu}; upstream and proxies on CPU ${P.serverCpu} (taskset)${P.nice === undefined ? '' : `; all bench processes at nice ${P.nice} (BENCH_NICE) to keep other work on the machine from interfering`}`,
     ...scenarios.flatMap((sc) => sc.headerLines()),
