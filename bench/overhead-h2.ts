@@ -242,7 +242,10 @@ export const GRPC_STREAM: Scenario = {
   groups: ['grpc', 'grpc-stream'],
   rowPrefix: 'grpc-stream-',
   server: GRPC_PEER,
-  targets: h2Targets(grpcProbe),
+  targets: h2Targets(grpcProbe, {
+    rowId: 'grpc-stream-haproxy',
+    why: 'haproxy 2.6 ends a share of multiplexed server-streaming calls without their trailers',
+  }),
   columns: {
     throughput: 'messages/s',
     mbPerSec: true,

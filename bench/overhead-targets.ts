@@ -120,9 +120,14 @@ export function http1Targets(): TargetSpec[] {
 /**
  * The HTTP/2 rows (plain h2 and gRPC alike): h2c with prior knowledge on every hop. `probe` is
  * the scenario's one-request check, used as nginx's and haproxy's readiness (they do not answer
- * HTTP/1.1 on an h2-only listener).
+ * HTTP/1.1 on an h2-only listener). `haproxyBroken`: why this scenario skips haproxy unless
+ * its row id is named in BENCH_ROWS (it runs, but its figures would not be a clean comparison).
  */
-export function h2Targets(probe: (port: number) => Promise<string | undefined>): TargetSpec[] {
+export function h2Targets(
+  probe: (port: number) => Promise<string | undefined>,
+  haproxyBroken?: { rowId: string; why: string },
+): TargetSpec[] {
+  const askedFor = haproxyBroken !== undefined && P.rows.includes(haproxyBroken.rowId);
   const answers = (port: number) => async (): Promise<boolean> => (await probe(port)) === undefined;
   return [
     ...sluiceRows('http2'),
@@ -142,7 +147,9 @@ export function h2Targets(probe: (port: number) => Promise<string | undefined>):
     {
       id: 'haproxy',
       label: 'haproxy',
-      skip: () => toolMissing('haproxy'),
+      skip: () =>
+        toolMissing('haproxy') ??
+        (haproxyBroken === undefined || askedFor ? undefined : `${haproxyBroken.why} (bench/README.md); BENCH_ROWS=${haproxyBroken.rowId} runs it anyway`),
       start: async (tmp, serverPort) => {
         const port = await freePort();
         const conf = haproxyConf({ port, timeoutServer: '120s', backend: [`server s1 127.0.0.1:${serverPort} proto h2`], h2: true });
