@@ -74,7 +74,9 @@ export function table(sc: Scenario, rows: readonly RowResult[]): string {
     if (r.notQuiet !== undefined && !noisy) notes.push(`machine was busy as ${r.notQuiet.join(' and ')} started`);
     if (noisy) {
       notes.push(
-        `NOISY: other processes used ${fmt(r.otherCpuSatPct, 0)}% / ${fmt(r.otherCpuFixedPct, 0)}% of a core during saturation / fixed rate`,
+        r.otherCpuFixedPct === undefined
+          ? `NOISY: other processes used ${fmt(r.otherCpuSatPct, 0)}% of a core during saturation`
+          : `NOISY: other processes used ${fmt(r.otherCpuSatPct, 0)}% / ${fmt(r.otherCpuFixedPct, 0)}% of a core during saturation / fixed rate`,
       );
       anyNoisy = true;
     }
