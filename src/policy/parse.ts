@@ -14,7 +14,7 @@ import {
   readValue,
 } from './schema.ts';
 import { readAddress, readTimeouts } from './sections.ts';
-import type { InboundPolicy, ListenerAddress, OutboundPolicy, SidecarPolicy } from './types.ts';
+import { UPSTREAM_PROTOCOLS, type InboundPolicy, type ListenerAddress, type OutboundPolicy, type SidecarPolicy, type UpstreamProtocol } from './types.ts';
 import { checkGlobalRateLimits, readRateLimits, readRedis } from './ratelimits.ts';
 import { readUpstreams } from './upstreams.ts';
 import { readAdmission, readCreditGrants, readIdempotency } from './backpressure.ts';
@@ -119,6 +119,11 @@ function readListener(f: Field | undefined, base: ListenerAddress): ListenerAddr
   return f?.isOff() ? undefined : readAddress(f, base, 0);
 }
 
+function readAppProtocol(f: Field | undefined): UpstreamProtocol {
+  const p = f?.lookup('protocol')?.oneOf(UPSTREAM_PROTOCOLS);
+  return p === undefined || p === BAD ? DEFAULTS.inbound.appProtocol : p;
+}
+
 /** A section's fields; none when it is absent or not a map (reported, and defaults stand in). */
 function fieldsOf(f: Field | undefined, known: readonly string[]): MapView | undefined {
   const m = f?.map(known);
@@ -134,7 +139,8 @@ function readInbound(f: Field | undefined, hasRedis: boolean): InboundPolicy {
   return {
     listener: readListener(m?.get('listener'), d.listener),
     // The app is something to connect to: port 0 could never answer.
-    app: readAddress(m?.get('app'), d.app, 1),
+    app: readAddress(m?.get('app'), d.app, 1, ['protocol']),
+    appProtocol: readAppProtocol(m?.get('app')),
     timeouts: readTimeouts(m?.get('timeouts'), d.timeouts),
     maxDeadlineMs: maxDeadlineMs === BAD ? d.maxDeadlineMs : (maxDeadlineMs as number | undefined),
     rateLimits: readRateLimits(m?.get('rateLimits'), []),

@@ -3,6 +3,7 @@
 import type {
   CircuitBreakerPolicy,
   Endpoint,
+  UpstreamProtocol,
   ListenerAddress,
   LoadBalancerPolicy,
   OutlierDetectionPolicy,
@@ -12,6 +13,7 @@ import type {
   ServerLimits,
   TimeoutPolicy,
 } from './types.ts';
+import { GRPC_STATUS_NAMES } from '../stack/grpc.ts';
 import { BAD, type Field } from './reader.ts';
 
 export const API_VERSION = 'sluice.dev/v1alpha1';
@@ -35,6 +37,7 @@ interface Defaults {
   readonly inbound: {
     readonly listener: ListenerAddress;
     readonly app: Endpoint;
+    readonly appProtocol: UpstreamProtocol;
     readonly timeouts: TimeoutPolicy;
     readonly maxDeadlineMs: number | undefined;
   };
@@ -60,6 +63,7 @@ export const DEFAULTS: Defaults = {
   inbound: {
     listener: { host: '0.0.0.0', port: 15006 },
     app: { host: '127.0.0.1', port: 8080 },
+    appProtocol: 'auto',
     // The app is on loopback: a connect that takes a second means it is not listening. Nothing
     // retries inbound, so a per-try timeout would only duplicate requestMs.
     timeouts: { connectMs: 1000, requestMs: 30000, perTryMs: undefined, idleMs: 60000 },
@@ -74,6 +78,7 @@ export const DEFAULTS: Defaults = {
       maxAttempts: 3,
       retryOn: RETRY_CONDITIONS,
       retryOnStatuses: [502, 503, 504],
+      retryOnGrpcStatuses: ['UNAVAILABLE'],
       backoff: { baseMs: 25, capMs: 1000 },
       retryAfterMaxMs: 5000,
       bufferLimitBytes: 65536,
@@ -183,6 +188,7 @@ export const RETRY_FIELDS: SectionSpec<RetryPolicy> = {
   maxAttempts: { kind: 'int', min: 1, max: 10 },
   retryOn: { kind: 'list', of: { kind: 'enum', values: RETRY_CONDITIONS } },
   retryOnStatuses: { kind: 'list', of: { kind: 'int', min: 100, max: 599 } },
+  retryOnGrpcStatuses: { kind: 'list', of: { kind: 'enum', values: GRPC_STATUS_NAMES.filter((n) => n !== 'OK') } },
   backoff: {
     kind: 'section',
     fields: {

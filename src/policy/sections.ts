@@ -161,9 +161,10 @@ export function readCircuitBreaker(f: Field | undefined, base: CircuitBreakerPol
 }
 
 /** A listener or the local app: YAML `{address, port}`, output `{host, port}`. */
-export function readAddress(f: Field | undefined, base: ListenerAddress, minPort: number): ListenerAddress {
+/** `extra`: further keys the caller reads itself (the app's protocol). */
+export function readAddress(f: Field | undefined, base: ListenerAddress, minPort: number, extra: readonly string[] = []): ListenerAddress {
   if (!f) return base;
-  const m = f.map(['address', 'port']);
+  const m = f.map(['address', 'port', ...extra]);
   if (m === BAD) return base;
   let { host, port } = base;
   const a = m.get('address');

@@ -1,5 +1,6 @@
 // The parsed policy: frozen, typed, units in names, `undefined` = off. Produced only by
 // ./parse.ts from a SidecarPolicy document; everything downstream trusts these shapes.
+import type { GrpcStatusName } from '../stack/grpc.ts';
 import type { DnsPolicy } from './dns.ts';
 import type { RateLimitPolicy, RedisPolicy } from './ratelimits.ts';
 
@@ -27,6 +28,11 @@ export interface RetryPolicy {
   readonly maxAttempts: number;
   readonly retryOn: readonly RetryCondition[];
   readonly retryOnStatuses: readonly number[];
+  /**
+   * gRPC answers whose grpc-status is one of these are retried (as gRPC's own retry policy's
+   * retryableStatusCodes), while no response message has reached the client.
+   */
+  readonly retryOnGrpcStatuses: readonly GrpcStatusName[];
   readonly backoff: BackoffPolicy;
   /** Honour a Retry-After from the upstream when it fits the deadline, up to this wait. */
   readonly retryAfterMaxMs: number;
@@ -213,6 +219,14 @@ export interface Endpoint {
   readonly port: number;
 }
 
+/**
+ * The HTTP version spoken to an upstream. auto: the version the client spoke (an HTTP/2 or gRPC
+ * client's request goes out over HTTP/2, an HTTP/1.1 client's over HTTP/1.1); http1; http2:
+ * cleartext HTTP/2 with prior knowledge (h2c), as gRPC servers speak it.
+ */
+export type UpstreamProtocol = 'auto' | 'http1' | 'http2';
+export const UPSTREAM_PROTOCOLS: readonly UpstreamProtocol[] = Object.freeze(['auto', 'http1', 'http2']);
+
 export interface UpstreamPolicy {
   readonly name: string;
   /** Authorities (host or host:port, lower-case) that select this upstream. */
@@ -220,7 +234,8 @@ export interface UpstreamPolicy {
   /** As written: IP addresses, or names re-resolved per `dns`. */
   readonly endpoints: readonly Endpoint[];
   readonly dns: DnsPolicy;
-  /** Keep-alive connections per endpoint. */
+  readonly protocol: UpstreamProtocol;
+  /** Keep-alive connections per endpoint (HTTP/2: connections, each carrying many streams). */
   readonly maxConnectionsPerEndpoint: number;
   readonly timeouts: TimeoutPolicy;
   readonly retry: RetryPolicy | undefined;
@@ -246,6 +261,8 @@ export interface ListenerAddress {
 export interface InboundPolicy {
   readonly listener: ListenerAddress | undefined;
   readonly app: Endpoint;
+  /** The HTTP version spoken to the app (inbound.app.protocol). */
+  readonly appProtocol: UpstreamProtocol;
   readonly timeouts: TimeoutPolicy;
   /** Longest deadline a caller may ask for through the deadline header. */
   readonly maxDeadlineMs: number | undefined;

@@ -15,10 +15,11 @@ import {
   readRetryBudget,
   readTimeouts,
 } from './sections.ts';
-import type { Endpoint, OutboundPolicy, RetryPolicy, RoutePolicy, UpstreamPolicy } from './types.ts';
+import { UPSTREAM_PROTOCOLS, type Endpoint, type OutboundPolicy, type RetryPolicy, type RoutePolicy, type UpstreamPolicy } from './types.ts';
 
 type Level = Pick<
   UpstreamPolicy,
+  | 'protocol'
   | 'maxConnectionsPerEndpoint'
   | 'timeouts'
   | 'retry'
@@ -33,6 +34,7 @@ type Level = Pick<
 >;
 
 const LEVEL_FIELDS = [
+  'protocol',
   'maxConnectionsPerEndpoint',
   'timeouts',
   'retry',
@@ -56,6 +58,7 @@ const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 export const DEFAULT_ROUTE = 'default';
 
 const BUILT_IN: Level = {
+  protocol: 'auto',
   maxConnectionsPerEndpoint: DEFAULTS.outbound.maxConnectionsPerEndpoint,
   timeouts: DEFAULTS.outbound.timeouts,
   retry: DEFAULTS.outbound.retry,
@@ -73,7 +76,9 @@ function readLevel(f: Field | undefined, base: Level, retryFallback: RetryPolicy
   if (!f) return base;
   const max = f.lookup('maxConnectionsPerEndpoint');
   const maxConnections = max && readValue(max, MAX_CONNECTIONS, undefined);
+  const protocol = f.lookup('protocol')?.oneOf(UPSTREAM_PROTOCOLS);
   return {
+    protocol: protocol === undefined || protocol === BAD ? base.protocol : protocol,
     maxConnectionsPerEndpoint: typeof maxConnections === 'number' ? maxConnections : base.maxConnectionsPerEndpoint,
     timeouts: readTimeouts(f.lookup('timeouts'), base.timeouts),
     retry: readRetry(f.lookup('retry'), base.retry, retryFallback),

@@ -35,7 +35,7 @@ function endpointKey(e: Endpoint): string {
 function creditFetcher(set: EndpointSet, host: string): CreditFetcher {
   return async (i, claim) => {
     try {
-      const res = await set.dispatcher(i).request({
+      const res = await set.dispatcher(i, false).request({
         method: 'GET',
         path: CREDITS_PATH,
         headers: { host, [CREDIT_HEADER]: claim },

@@ -33,7 +33,10 @@ export function declareEndpointMetrics(registry: Registry): EndpointMetrics {
 export interface EndpointSetBuild {
   readonly upstream: string;
   readonly endpoints: readonly Endpoint[];
+  /** Per endpoint, the pool an HTTP/1.1 client's request goes out on... */
   readonly dispatchers: readonly Dispatcher[];
+  /** ...and an HTTP/2 client's (the same pools unless the upstream's protocol is auto). */
+  readonly h2Dispatchers: readonly Dispatcher[];
   readonly loadBalancer: LoadBalancerPolicy;
   readonly outlierDetection: OutlierDetectionPolicy;
   readonly clock: Clock;
@@ -130,8 +133,8 @@ export class EndpointSet {
     return this.#detector.probeTimeoutMs(i);
   }
 
-  dispatcher(i: number): Dispatcher {
-    return this.#b.dispatchers[i] as Dispatcher;
+  dispatcher(i: number, h2: boolean): Dispatcher {
+    return (h2 ? this.#b.h2Dispatchers[i] : this.#b.dispatchers[i]) as Dispatcher;
   }
 
   start(i: number): void {

@@ -43,6 +43,12 @@ export interface RequestHeaderFacts {
   chunked: boolean;
   /** The Upgrade header's value (kept for tunnels, dropped for ordinary requests). */
   upgrade: string | undefined;
+  /** `TE: trailers`: the client reads trailers (every gRPC client says so); forwarded as sent. */
+  teTrailers: boolean;
+  /** grpc-timeout as received: a gRPC deadline, re-set per try like the deadline header. */
+  grpcTimeout: string | undefined;
+  /** Content-Type as received. */
+  contentType: string | undefined;
   /** Positions of the values of forwarding headers in the output list, -1 when absent. */
   xffAt: number;
   forwardedAt: number;
@@ -60,6 +66,9 @@ export function newRequestHeaderFacts(): RequestHeaderFacts {
     contentLength: undefined,
     chunked: false,
     upgrade: undefined,
+    teTrailers: false,
+    grpcTimeout: undefined,
+    contentType: undefined,
     xffAt: -1,
     forwardedAt: -1,
     viaAt: -1,
@@ -69,8 +78,9 @@ export function newRequestHeaderFacts(): RequestHeaderFacts {
 }
 
 /**
- * Copies raw request headers minus hop-by-hop, Host, and the deadline header (re-set per try),
+ * Copies raw request headers minus hop-by-hop, Host, and the deadline headers (re-set per try),
  * collecting the few facts the stack needs on the way: one pass per request in the common case.
+ * HTTP/2 pseudo-headers (`:path`...) are the listener's to read, never forwarded as fields.
  */
 export function forwardRequestHeaders(raw: string[], deadlineHeader: string, facts: RequestHeaderFacts): HeaderList {
   let connection: string | undefined;
@@ -78,13 +88,21 @@ export function forwardRequestHeaders(raw: string[], deadlineHeader: string, fac
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
+    if (name.charCodeAt(0) === 58 /* ':' */) continue;
     const lower = name.toLowerCase();
     if (lower === 'host') {
       facts.host ??= value;
       continue;
     }
     if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') connection = connection === undefined ? value : `${connection},${value}`;
+      if (lower === 'te') {
+        // The one TE value HTTP/2 allows, and the one gRPC needs end to end: the next hop may
+        // answer with trailers because the client reads them.
+        if (value.trim().toLowerCase() === 'trailers') {
+          facts.teTrailers = true;
+          out.push('te', 'trailers');
+        }
+      } else if (lower === 'connection') connection = connection === undefined ? value : `${connection},${value}`;
       else if (lower === 'expect' && value.toLowerCase() === '100-continue') facts.expectContinue = true;
       else if (lower === 'transfer-encoding') facts.chunked = true;
       else if (lower === 'upgrade') facts.upgrade = value;
@@ -95,6 +113,12 @@ export function forwardRequestHeaders(raw: string[], deadlineHeader: string, fac
       continue;
     }
     switch (lower) {
+      case 'grpc-timeout':
+        facts.grpcTimeout = value;
+        continue;
+      case 'content-type':
+        facts.contentType = value;
+        break;
       case 'content-length':
         facts.contentLength = value;
         break;

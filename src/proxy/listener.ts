@@ -1,22 +1,21 @@
-// An HTTP/1.1 listener: turns Node's request into a ProxyRequest, runs the route's stack, writes
-// the answer. Malformed input never reaches the stack: Node's strict parser (llhttp) rejects bad
-// request lines, conflicting Content-Length/Transfer-Encoding (smuggling) and oversized heads,
-// and `clientError` below answers those with a 4xx that names sluice.
+// A listener for HTTP/1.1 and cleartext HTTP/2 on one port: turns each request (an HTTP/2
+// stream: ./h2-streams.ts) into a ProxyRequest, runs the route's stack, writes the answer. Which
+// protocol a connection speaks is told by its first bytes: HTTP/2 with prior knowledge, as gRPC
+// clients speak it, opens with the connection preface `PRI * HTTP/2.0`; anything else is HTTP/1.
+// Malformed input never reaches the stack: Node's strict parser (llhttp) rejects bad request
+// lines, conflicting Content-Length/Transfer-Encoding (smuggling) and oversized heads, and
+// `clientError` below answers those with a 4xx that names sluice; nghttp2 does the same for
+// HTTP/2 framing.
 import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import http2, { type Http2Session } from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ListenerAddress, ServerLimits } from '../policy/types.ts';
 import { SluiceError, toLocalReply, type LocalReplyCode } from '../stack/errors.ts';
-import {
-  cancel,
-  type BodySink,
-  type Clock,
-  type Direction,
-  type ProxyResponse,
-  type RequestContext,
-} from '../stack/types.ts';
+import { isGrpcContentType } from '../stack/grpc.ts';
+import { cancel, type BodySink, type Clock, type Direction, type ProxyResponse, type RequestContext } from '../stack/types.ts';
 import {
   appendForwarded,
   forwardRequestHeaders,
@@ -26,7 +25,9 @@ import {
   type RequestHeaderFacts,
 } from './headers.ts';
 import type { RouteTarget } from './router.ts';
+import { h2StreamHandler } from './h2-streams.ts';
 import { listen } from './listen.ts';
+import { newRequestContext } from './request-context.ts';
 import { openTunnel, refuseTunnel } from './tunnel.ts';
 
 export interface ListenerDeps {
@@ -51,6 +52,46 @@ export interface Listener {
 }
 
 const CLIENT_GONE = new SluiceError('client-closed');
+
+/** Streams a client may open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
+const H2_MAX_STREAMS = 1000;
+/** The HTTP/2 client connection preface (RFC 9113 §3.4); its first 3 bytes tell it from any HTTP/1 method. */
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+/**
+ * Reads a connection's first bytes to tell HTTP/2 with prior knowledge from HTTP/1, then puts
+ * them back for whichever parser takes the connection. A connection that sends nothing within
+ * `timeoutMs` is closed ('none'), as an HTTP/1 one that sends no request head would be.
+ */
+function sniffProtocol(socket: Socket, timeoutMs: number, decided: (protocol: 'http1' | 'http2' | 'none') => void): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => finish('none'), timeoutMs);
+  const finish = (protocol: 'http1' | 'http2' | 'none'): void => {
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('close', onClose);
+    if (protocol === 'none') {
+      socket.destroy();
+      decided('none');
+      return;
+    }
+    socket.pause();
+    if (seen.length > 0) socket.unshift(seen);
+    decided(protocol);
+    if (protocol === 'http1') socket.resume();
+  };
+  const onClose = (): void => finish('none');
+  const onData = (chunk: Buffer): void => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, 3);
+    if (seen.compare(PREFACE, 0, n, 0, n) !== 0) finish('http1');
+    else if (seen.length >= 3) finish('http2');
+    // else: 'P' or 'PR' could still be POST or PROPFIND; wait for more.
+  };
+  socket.on('data', onData);
+  socket.on('close', onClose);
+  socket.on('error', () => undefined);
+}
 
 class ResponseSink implements BodySink {
   readonly #res: ServerResponse;
@@ -77,8 +118,8 @@ class ResponseSink implements BodySink {
 }
 
 /** The local reply for an error, written whole. */
-function writeReply(res: ServerResponse, err: unknown): void {
-  const reply = toLocalReply(err);
+function writeReply(res: ServerResponse, err: unknown, grpc = false): void {
+  const reply = toLocalReply(err, grpc);
   res.writeHead(reply.statusCode, reply.headers);
   res.end(reply.body);
 }
@@ -136,9 +177,9 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
   if (initial.idleMs !== undefined) server.timeout = initial.idleMs;
 
   /** Answers a request the stack never saw; counted like every other local reply. */
-  function writeLocal(res: ServerResponse, err: SluiceError): void {
+  function writeLocal(res: ServerResponse, err: SluiceError, facts?: RequestHeaderFacts): void {
     deps.refused(err.code);
-    writeReply(res, err);
+    writeReply(res, err, isGrpcContentType(facts?.contentType));
   }
 
   function refuse(socket: Duplex, err: SluiceError): void {
@@ -159,7 +200,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       const split = splitAbsolute(path);
       if (split === undefined) {
         res.once('close', done);
-        writeLocal(res, new SluiceError('bad-request', 'request target must be origin-form or http:// absolute-form'));
+        writeLocal(res, new SluiceError('bad-request', 'request target must be origin-form or http:// absolute-form'), facts);
         return;
       }
       // RFC 9112 §3.2.2: a proxy replaces Host with the absolute-form target's authority.
@@ -172,7 +213,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     const target = precheck(authority, headers, facts) ?? deps.resolve(authority, method, path);
     if (target instanceof SluiceError) {
       res.once('close', done);
-      writeLocal(res, target);
+      writeLocal(res, target, facts);
       return;
     }
     headers.push('host', authority);
@@ -185,26 +226,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
 
     const hasBody = facts.chunked || (facts.contentLength !== undefined && facts.contentLength !== '0');
     const bodyLength = facts.contentLength === undefined ? undefined : Number(facts.contentLength);
-    const ctx: RequestContext = {
-      direction,
-      upstream: target.upstream,
-      route: target.route,
-      startMs,
-      deadlineMs: Infinity,
-      cancelled: undefined,
-      onCancel: undefined,
-      deadlineTimer: undefined,
-      incomingDeadline: facts.deadline,
-      idempotencyKey: facts.idempotencyKey,
-      attempt: 1,
-      lastEndpoint: -1,
-      retryReason: undefined,
-      probed: false,
-      localReply: undefined,
-      credit: undefined,
-      source: req.socket.remoteAddress ?? '',
-      shadowRefusals: undefined,
-    };
+    const ctx = newRequestContext(direction, target, startMs, facts, req.socket.remoteAddress, 'http1');
     res.once('close', () => {
       if (ctx.deadlineTimer !== undefined) clearTimeout(ctx.deadlineTimer);
       // Closed before the last byte went out: the client left, so whatever runs for it stops.
@@ -217,7 +239,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
         // The telemetry layer turns errors into replies; reaching here is a bug, answered anyway.
         log.error({ err }, 'stack rejected instead of replying');
         if (res.headersSent) res.destroy();
-        else writeReply(res, err);
+        else writeReply(res, err, ctx.grpc);
       });
   }
 
@@ -328,6 +350,58 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
     );
   });
 
+  // HTTP/2 on the same port: connections whose first bytes are the HTTP/2 preface go to an
+  // HTTP/2 server that never listens itself; the rest to Node's HTTP/1 connection handling.
+  const sessions = new Set<Http2Session>();
+  const h2 = http2.createServer({
+    settings: { maxHeaderListSize: initial.limits.maxHeaderBytes, maxConcurrentStreams: H2_MAX_STREAMS },
+    maxHeaderListPairs: 256,
+  });
+  h2.on(
+    'stream',
+    h2StreamHandler({
+      direction,
+      clock,
+      log,
+      via,
+      deadlineHeader: () => deps.settings().deadlineHeader,
+      precheck,
+      resolve: (authority, method, path) => (draining ? new SluiceError('draining') : deps.resolve(authority, method, path)),
+      refused: deps.refused,
+      started: () => {
+        active++;
+      },
+      ended: done,
+    }),
+  );
+  h2.on('session', (session: Http2Session) => {
+    sessions.add(session);
+    session.on('error', () => undefined);
+    session.once('close', () => sessions.delete(session));
+    let open = 0;
+    session.on('stream', (stream: Duplex) => {
+      open++;
+      stream.once('close', () => open--);
+    });
+    // A session with no streams, idle this long, closes like an idle keep-alive connection
+    // (GOAWAY); a long-lived stream that is quiet keeps it open.
+    session.setTimeout(initial.limits.keepAliveTimeoutMs, () => {
+      if (open === 0) session.close();
+    });
+    if (draining) session.close();
+  });
+  const [h1Connection] = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  const sniffing = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sniffing.add(socket);
+    sniffProtocol(socket, initial.limits.headersTimeoutMs, (protocol) => {
+      sniffing.delete(socket);
+      if (protocol === 'http2') h2.emit('connection', socket);
+      else if (protocol === 'http1') h1Connection?.call(server, socket);
+    });
+  });
+
   const address = await listen(server, addr);
   log.info({ direction, address: address.address, port: address.port }, 'listener up');
 
@@ -338,6 +412,9 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       draining = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      // GOAWAY: no new streams, the ones in progress finish.
+      for (const session of sessions) session.close();
+      for (const socket of sniffing) socket.destroy();
       if (active > 0 || tunnels.size > 0) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
@@ -351,12 +428,16 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
         clearTimeout(timer);
       }
       for (const socket of tunnels) socket.destroy();
+      for (const session of sessions) session.destroy();
+      for (const socket of sniffing) socket.destroy();
       server.closeAllConnections();
       await closed;
     },
     async close(): Promise<void> {
       draining = true;
       for (const socket of tunnels) socket.destroy();
+      for (const session of sessions) session.destroy();
+      for (const socket of sniffing) socket.destroy();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await closed;

@@ -1,17 +1,23 @@
-// Keep-alive connection pools, one undici Pool per endpoint and connection setting. Pools outlive
+// Keep-alive connection pools, one undici Pool per endpoint, connection setting and protocol. Pools outlive
 // policy updates: a reload that keeps an endpoint keeps its warm connections. A pool that leaves
 // the policy is not closed at once: requests that started on the old policy may still send a
 // retry to it, and a closed pool would fail them. It closes gracefully after `retireMs`.
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import type { Endpoint } from '../policy/types.ts';
+import { H2Pool } from './h2-pool.ts';
 
 export interface PoolSettings {
   readonly connectMs: number;
   readonly connections: number;
+  /** http2: cleartext HTTP/2 with prior knowledge (h2c), many streams on each connection. */
+  readonly protocol: 'http1' | 'http2';
 }
 
+/** Streams a pooled HTTP/2 connection carries at once (the server's SETTINGS may lower it). */
+const H2_MAX_STREAMS = 100;
+
 function poolKey(e: Endpoint, s: PoolSettings): string {
-  return `${e.host}:${e.port}/${s.connectMs}/${s.connections}`;
+  return `${e.host}:${e.port}/${s.connectMs}/${s.connections}/${s.protocol}`;
 }
 
 function origin(e: Endpoint): string {
@@ -19,22 +25,29 @@ function origin(e: Endpoint): string {
 }
 
 export class PoolSet {
-  readonly #pools = new Map<string, Pool>();
+  readonly #pools = new Map<string, Dispatcher>();
   /** Pools taken out of use, closing after their grace period; destroyed by close(). */
-  readonly #retiring = new Set<Pool>();
+  readonly #retiring = new Set<Dispatcher>();
 
-  get(endpoint: Endpoint, settings: PoolSettings): Pool {
+  get(endpoint: Endpoint, settings: PoolSettings): Dispatcher {
     const key = poolKey(endpoint, settings);
     let pool = this.#pools.get(key);
     if (pool === undefined) {
-      pool = new Pool(origin(endpoint), {
-        connections: settings.connections,
-        connect: { timeout: settings.connectMs },
-        pipelining: 1,
-        // Our own deadline and per-try timers are the contract; undici's are a backstop.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      });
+      pool =
+        settings.protocol === 'http2'
+          ? new H2Pool(endpoint.host, endpoint.port, {
+              connectMs: settings.connectMs,
+              connections: settings.connections,
+              maxStreams: H2_MAX_STREAMS,
+            })
+          : new Pool(origin(endpoint), {
+              connections: settings.connections,
+              connect: { timeout: settings.connectMs },
+              pipelining: 1,
+              // Our own deadline and per-try timers are the contract; undici's are a backstop.
+              headersTimeout: 0,
+              bodyTimeout: 0,
+            });
       this.#pools.set(key, pool);
     }
     return pool;
@@ -67,7 +80,7 @@ export class PoolSet {
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }
 
-  #retire(key: string, pool: Pool, retireMs: number): void {
+  #retire(key: string, pool: Dispatcher, retireMs: number): void {
     this.#pools.delete(key);
     this.#retiring.add(pool);
     // close() lets requests already dispatched finish; the delay lets old stacks dispatch theirs.

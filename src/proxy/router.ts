@@ -14,7 +14,7 @@ import type { DnsFunctions } from './dns/resolve.ts';
 import { DnsWatcher, type DnsMetrics } from './dns/watcher.ts';
 import { EndpointSet } from './endpoints.ts';
 import { UpstreamGuards } from './guards.ts';
-import type { PoolSet } from './pools.ts';
+import type { PoolSet, PoolSettings } from './pools.ts';
 import type { Logger } from 'pino';
 import type { AdmissionControl } from '../policies/admission/control.ts';
 import type { CreditGrants } from '../policies/credits/grant-layer.ts';
@@ -177,8 +177,21 @@ export function retireMs(policy: SidecarPolicy): number {
   return Math.min(longest, MAX_RETIRE_MS);
 }
 
-function poolSettings(shape: UpstreamShape): { connectMs: number; connections: number } {
-  return { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint };
+/** The pools an upstream needs per endpoint: for HTTP/1.1 clients, and for HTTP/2 clients. */
+function poolSettings(shape: UpstreamShape): { h1: PoolSettings; h2: PoolSettings } {
+  const base = { connectMs: shape.timeouts.connectMs, connections: shape.maxConnectionsPerEndpoint };
+  const protocol = shape.protocol;
+  const h1: PoolSettings = { ...base, protocol: protocol === 'http2' ? 'http2' : 'http1' };
+  const h2: PoolSettings = { ...base, protocol: protocol === 'http1' ? 'http1' : 'http2' };
+  return { h1, h2 };
+}
+
+/** Every pool an upstream on these settings uses, for PoolSet.retain. */
+function poolsUsed(endpoints: readonly Endpoint[], settings: { h1: PoolSettings; h2: PoolSettings }): [Endpoint, PoolSettings][] {
+  return endpoints.flatMap((e): [Endpoint, PoolSettings][] => [
+    [e, settings.h1],
+    [e, settings.h2],
+  ]);
 }
 
 /** An upstream's endpoint set, and what must stay equal for it to carry over a policy update. */
@@ -213,7 +226,8 @@ function endpointSetFor(
   const set = new EndpointSet({
     upstream: name,
     endpoints,
-    dispatchers: endpoints.map((e) => pools.get(e, settings)),
+    dispatchers: endpoints.map((e) => pools.get(e, settings.h1)),
+    h2Dispatchers: endpoints.map((e) => pools.get(e, settings.h2)),
     loadBalancer: shape.loadBalancer,
     outlierDetection: shape.outlierDetection,
     clock: deps.clock,
@@ -378,9 +392,9 @@ export class OutboundRouter {
 
   /** Pools of endpoints no upstream uses any more drain and close. */
   #retainPools(retire: number): void {
-    const used: [Endpoint, { connectMs: number; connections: number }][] = [];
+    const used: [Endpoint, PoolSettings][] = [];
     for (const u of this.#policy?.outbound.upstreams ?? []) {
-      for (const e of this.#resolutions.get(u.name)?.endpoints ?? []) used.push([e, poolSettings(u)]);
+      used.push(...poolsUsed(this.#resolutions.get(u.name)?.endpoints ?? [], poolSettings(u)));
     }
     this.#pools.retain(used, retire);
   }
@@ -427,7 +441,9 @@ export class OutboundRouter {
         const [key, entry] = oldest.value;
         this.#passthrough.delete(key);
         entry.guards.retire();
-        this.#passthroughPools.release(entry.endpoint, poolSettings(policy.outbound.defaults), retireMs(policy));
+        for (const [e, settings] of poolsUsed([entry.endpoint], poolSettings(policy.outbound.defaults))) {
+          this.#passthroughPools.release(e, settings, retireMs(policy));
+        }
       }
     }
     return runtime;
@@ -460,6 +476,7 @@ export class InboundRouter {
     const circuitBreaker = { ...policy.outbound.defaults.circuitBreaker, mode: 'off' as const };
     const shape: UpstreamShape = {
       ...policy.outbound.defaults,
+      protocol: policy.inbound.appProtocol,
       timeouts: { ...policy.inbound.timeouts },
       retry: undefined,
       retryBudget: undefined,
@@ -487,7 +504,7 @@ export class InboundRouter {
     bp.apply(policy);
     const extras: StackExtras = { admission: bp.admission, creditGrants: bp.creditGrants, idempotency: bp.idempotency };
     this.#runtime = new UpstreamRuntime('inbound', 'app', shape, [app], this.#set.set, undefined, this.#guards, this.#rateLimit, policy, this.#deps, extras);
-    this.#pools.retain([[app, poolSettings(shape)]], retire);
+    this.#pools.retain(poolsUsed([app], poolSettings(shape)), retire);
   }
 
   resolve(method: string, path: string): RouteTarget | undefined {

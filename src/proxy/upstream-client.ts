@@ -8,6 +8,7 @@ import { abortTry, type Clock, type Direction, type Handler, type RequestContext
 import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
 import type { EndpointSet } from './endpoints.ts';
 import { dispatchTry } from './upstream-exchange.ts';
+import { formatGrpcTimeout } from '../stack/grpc.ts';
 import type { CreditPool } from '../policies/credits/pool.ts';
 import { CREDIT_HEADER, GRANT_HEADER } from '../policies/credits/protocol.ts';
 
@@ -96,17 +97,17 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       credit.balance = spent.balance;
     }
     if (ctx.deadlineMs !== Infinity) {
-      // The next hop learns how much time is left, minus what we already spent. The list is this
-      // request's own; a retry finds the header it set last time at the end and updates it.
-      const remaining = String(Math.max(0, Math.floor(ctx.deadlineMs - clock.now())));
-      const at = headers.length - 2;
-      if (at >= 0 && headers[at] === deadlineHeader) headers[at + 1] = remaining;
-      else headers.push(deadlineHeader, remaining);
+      // The next hop learns how much time is left, minus what we already spent; a gRPC server
+      // learns it in its own header too.
+      const remainingMs = Math.max(0, ctx.deadlineMs - clock.now());
+      setPerTryHeader(headers, deadlineHeader, String(Math.floor(remainingMs)));
+      if (ctx.grpc) setPerTryHeader(headers, 'grpc-timeout', formatGrpcTimeout(remainingMs));
     }
     const startedMs = clock.now();
     endpoints.start(i);
+    ctx.answered = false;
     const tried = dispatchTry(
-      endpoints.dispatcher(i),
+      endpoints.dispatcher(i, ctx.protocol === 'http2'),
       { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
       ctx,
       upstreamFailure,
@@ -132,7 +133,22 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
   };
 }
 
+/**
+ * Sets a header that changes per try. The list is this request's own, and the per-try headers sit
+ * at its end: a retry finds the value it set last time there and updates it.
+ */
+function setPerTryHeader(headers: string[], name: string, value: string): void {
+  for (let at = headers.length - 2; at >= Math.max(0, headers.length - 4); at -= 2) {
+    if (headers[at] === name) {
+      headers[at + 1] = value;
+      return;
+    }
+  }
+  headers.push(name, value);
+}
+
 /** Ends an unanswered probe as a per-try timeout, which the retry layer retries elsewhere. */
 function abortProbe(ctx: RequestContext): void {
+  if (ctx.answered) return;
   abortTry(ctx, new SluiceError('per-try-timeout', 'probe of an ejected endpoint went unanswered'));
 }

@@ -3,6 +3,7 @@
 // the client socket, and backpressure is undici's own pause/resume, so a slow client slows the
 // upstream read instead of growing a buffer.
 import type { Dispatcher } from 'undici';
+import { grpcStatusOf } from '../stack/grpc.ts';
 import { releaseCancel, type BodySink, type ProxyResponse, type RequestContext, type ResponseBody } from '../stack/types.ts';
 import { stripResponseHopByHop } from './headers.ts';
 
@@ -10,6 +11,7 @@ import { stripResponseHopByHop } from './headers.ts';
 const PRE_SINK_HIGH_WATER = 64 * 1024;
 
 type Controller = Dispatcher.DispatchController;
+type HeldHead = { readonly statusCode: number; readonly headers: Record<string, string | string[] | undefined> };
 type Trailers = Record<string, string | string[]>;
 
 /** Told how each try settled (status at its headers, or the failure), for balancing and ejection. */
@@ -41,6 +43,12 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
   /** A drain listener is registered: don't add another per write that returns false. */
   #awaitingDrain = false;
   #failed = false;
+  /**
+   * A gRPC answer's headers, held until its first message or its trailers: until a message
+   * reaches the client the call can still be retried, and an answer that ends in trailers alone
+   * is judged (and retried) by the grpc-status in them.
+   */
+  #heldHead: HeldHead | undefined;
 
   constructor(
     ctx: RequestContext,
@@ -78,11 +86,31 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
     if (statusCode < 200) return;
     stripResponseHopByHop(headers);
     this.#answered = true;
+    this.#ctx.answered = true;
+    if (this.#ctx.grpc && statusCode === 200) {
+      // grpc-status in the headers: a trailers-only answer, which has no body by definition.
+      if (grpcStatusOf(headers) !== undefined) {
+        this.#observe?.(statusCode, undefined, headers);
+        this.#resolve({ statusCode, headers, body: null });
+        return;
+      }
+      this.#heldHead = { statusCode, headers };
+      return;
+    }
     this.#observe?.(statusCode, undefined, headers);
     this.#resolve({ statusCode, headers, body: this.#noBody || statusCode === 204 || statusCode === 304 ? null : this });
   }
 
+  /** The held gRPC head goes out: a message arrived, so the call is committed to this try. */
+  #commitHead(): void {
+    const head = this.#heldHead as HeldHead;
+    this.#heldHead = undefined;
+    this.#observe?.(head.statusCode, undefined, head.headers);
+    this.#resolve({ statusCode: head.statusCode, headers: head.headers, body: this });
+  }
+
   onResponseData(controller: Controller, chunk: Buffer): void {
+    if (this.#heldHead !== undefined) this.#commitHead();
     const sink = this.#sink;
     if (sink !== undefined) {
       if (!sink.write(chunk)) this.#pauseUntilDrain(controller, sink);
@@ -102,6 +130,16 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
       return;
     }
     const hasTrailers = trailers !== null && Object.keys(trailers).length > 0 ? trailers : null;
+    const head = this.#heldHead;
+    if (head !== undefined) {
+      // Headers, then trailers, no message: answered as trailers-only, the trailers merged into
+      // the headers, so every layer judges the call by its grpc-status.
+      this.#heldHead = undefined;
+      const headers = hasTrailers === null ? head.headers : { ...head.headers, ...hasTrailers };
+      this.#observe?.(head.statusCode, undefined, headers);
+      this.#resolve({ statusCode: head.statusCode, headers, body: null });
+      return;
+    }
     if (this.#sink !== undefined) this.#sink.end(hasTrailers);
     else {
       this.#ended = true;
@@ -111,7 +149,8 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler, ResponseBod
 
   onResponseError(_c: Controller, err: Error): void {
     releaseCancel(this.#ctx, this.#onCancel);
-    if (!this.#answered) {
+    if (!this.#answered || this.#heldHead !== undefined) {
+      this.#heldHead = undefined;
       this.#fail(err);
       return;
     }

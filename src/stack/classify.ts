@@ -6,8 +6,9 @@
 //   nothing and metric labels stay bounded.
 import type { RetryCondition, RetryPolicy } from '../policy/types.ts';
 import { type LocalReplyCode, SluiceError } from './errors.ts';
+import { GRPC_STATUS_NAMES, grpcStatusOf, httpStatusForGrpc, type GrpcStatusName } from './grpc.ts';
 
-export type FailureKind = RetryCondition | 'status' | 'local' | 'protocol' | 'aborted';
+export type FailureKind = RetryCondition | 'status' | 'grpc' | 'local' | 'protocol' | 'aborted';
 
 export interface Verdict {
   /** Counts against the upstream (breaker, ejection, error rate). */
@@ -17,13 +18,15 @@ export interface Verdict {
   /**
    * Bounded metric label: 'ok', 'status_5xx' per code (e.g. 'status_503'), 'status_invalid',
    * 'connect_failure', 'reset', 'refused_stream', 'per_try_timeout', 'protocol', 'local', 'aborted'.
-   * VERDICT_REASONS lists them all.
+   * 'grpc_unavailable' and so on per gRPC status. VERDICT_REASONS lists them all.
    */
   readonly reason: string;
+  /** kind 'grpc': the grpc-status the answer carried (retryOnGrpcStatuses matches on it). */
+  readonly grpcStatus?: number;
 }
 
-function verdict(failure: boolean, kind: FailureKind | undefined, reason: string): Verdict {
-  return Object.freeze({ failure, kind, reason });
+function verdict(failure: boolean, kind: FailureKind | undefined, reason: string, grpcStatus?: number): Verdict {
+  return Object.freeze(grpcStatus === undefined ? { failure, kind, reason } : { failure, kind, reason, grpcStatus });
 }
 
 const OK = verdict(false, undefined, 'ok');
@@ -48,22 +51,41 @@ const STATUS_5XX: readonly Verdict[] = Array.from({ length: 100 }, (_, i) => ver
 const PUSHBACK = verdict(false, 'status', 'pushback');
 const PUSHBACK_CODES = new Set(['shed', 'overloaded', 'no-credit', 'rate-limited', 'deadline-too-short', 'draining']);
 
+/**
+ * A gRPC answer with a non-OK grpc-status, judged as the HTTP status it stands for (UNAVAILABLE
+ * as a 503, INVALID_ARGUMENT as the caller's 400), one interned verdict per status. Index 0 (OK)
+ * is never used: OK is the plain OK verdict.
+ */
+const GRPC: readonly Verdict[] = GRPC_STATUS_NAMES.map((name, status) =>
+  verdict(httpStatusForGrpc(status) >= 500, 'grpc', `grpc_${name.toLowerCase()}`, status),
+);
+const GRPC_PUSHBACK: readonly Verdict[] = GRPC_STATUS_NAMES.map((_, status) => verdict(false, 'grpc', 'pushback', status));
+
 /** Every reason a verdict can carry, for declaring metric label values up front. */
 export const VERDICT_REASONS: readonly string[] = Object.freeze([
   ...[OK, CONNECT_FAILURE, RESET, REFUSED_STREAM, PER_TRY_TIMEOUT, PROTOCOL, LOCAL, ABORTED, STATUS_INVALID, PUSHBACK].map(
     (v) => v.reason,
   ),
   ...STATUS_5XX.map((v) => v.reason),
+  ...GRPC.slice(1).map((v) => v.reason),
 ]);
 
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
 /**
  * 5xx is a failure; every other real status is a success (4xx is the caller's problem). With the
- * response headers, a peer sidecar's push-back (see PUSHBACK) is no failure either.
+ * response headers, a peer sidecar's push-back (see PUSHBACK) is no failure either. A gRPC answer
+ * is an HTTP 200 whatever happened: its grpc-status (in a trailers-only answer, or the trailers
+ * merged in) decides, so a 200 with grpc-status 14 is an UNAVAILABLE failure.
  */
 export function classifyResponse(statusCode: number, headers?: Headers): Verdict {
   if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) return STATUS_INVALID;
+  if (statusCode === 200 && headers !== undefined) {
+    const grpc = grpcStatusOf(headers);
+    if (grpc === undefined || grpc === 0) return OK;
+    const code = headers['sluice-error'];
+    return typeof code === 'string' && PUSHBACK_CODES.has(code) ? GRPC_PUSHBACK[grpc]! : GRPC[grpc]!;
+  }
   if (statusCode < 500) return OK;
   if (headers !== undefined && (statusCode === 503 || statusCode === 504)) {
     const code = headers['sluice-error'];
@@ -210,6 +232,7 @@ function isRetryCondition(kind: FailureKind | undefined): kind is RetryCondition
  */
 export function isRetryable(verdict: Verdict, statusCode: number | undefined, policy: RetryPolicy): boolean {
   const kind = verdict.kind;
+  if (kind === 'grpc') return policy.retryOnGrpcStatuses.includes(GRPC_STATUS_NAMES[verdict.grpcStatus as number] as GrpcStatusName);
   if (kind === 'status' || kind === undefined) {
     return statusCode !== undefined && policy.retryOnStatuses.includes(statusCode);
   }

@@ -1,6 +1,7 @@
 // Every refusal or local failure is one typed error with a stable code. The code names the layer
 // in the `sluice-error` header, and `toLocalReply` is the only place that maps errors to replies,
 // so a client always sees the same status, header and body for the same cause.
+import { encodeGrpcMessage, grpcStatusForLocal } from './grpc.ts';
 import type { ProxyResponse } from './types.ts';
 
 export type LocalReplyCode =
@@ -91,9 +92,14 @@ export class SluiceError extends Error {
   }
 }
 
-/** The one mapping from an error to the reply a client sees. Unknown errors are upstream errors. */
-export function toLocalReply(err: unknown): ProxyResponse & { code: LocalReplyCode } {
+/**
+ * The one mapping from an error to the reply a client sees. Unknown errors are upstream errors.
+ * A gRPC request gets a gRPC error: trailers-only (HTTP 200, grpc-status and grpc-message in the
+ * one header block, no body), which is all a gRPC client can read.
+ */
+export function toLocalReply(err: unknown, grpc = false): ProxyResponse & { code: LocalReplyCode } {
   const e = err instanceof SluiceError ? err : new SluiceError('upstream-error', undefined, { cause: err });
+  if (grpc) return grpcReply(e);
   const body = Buffer.from(`${e.message}\n`);
   const headers: Record<string, string> = {
     ...e.headers,
@@ -108,4 +114,21 @@ export function toLocalReply(err: unknown): ProxyResponse & { code: LocalReplyCo
     if (e.retryAfterS < 1) headers[RETRY_AFTER_MS_HEADER] = String(Math.max(0, Math.round(e.retryAfterS * 1000)));
   }
   return { statusCode: e.status, headers, body, code: e.code };
+}
+
+function grpcReply(e: SluiceError): ProxyResponse & { code: LocalReplyCode } {
+  const headers: Record<string, string> = {
+    ...e.headers,
+    'content-type': 'application/grpc',
+    'grpc-status': String(grpcStatusForLocal(e.code)),
+    'grpc-message': encodeGrpcMessage(e.message),
+    'sluice-error': e.code,
+  };
+  if (e.retryAfterS !== undefined) {
+    const ms = String(Math.max(0, Math.round(e.retryAfterS * 1000)));
+    // gRPC's retry policy reads its own hint (gRFC A6); peer sidecars read theirs.
+    headers['grpc-retry-pushback-ms'] = ms;
+    headers[RETRY_AFTER_MS_HEADER] = ms;
+  }
+  return { statusCode: 200, headers, body: null, code: e.code };
 }

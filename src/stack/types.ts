@@ -85,10 +85,17 @@ export interface RequestContext {
   deadlineTimer: ReturnType<typeof setTimeout> | undefined;
   /** The deadline header as received (remaining ms from the previous hop), if any. */
   readonly incomingDeadline: string | undefined;
+  /** grpc-timeout as received (a gRPC request's deadline), if any. */
+  readonly incomingGrpcTimeout: string | undefined;
   /** Idempotency-Key from the request, if any (retry eligibility). */
   readonly idempotencyKey: string | undefined;
   /** 1 for the first try; set by the retry layer. */
   attempt: number;
+  /**
+   * The current try has its answer's headers (a gRPC answer's are held until its first message,
+   * so it can still be retried): per-try timeouts no longer apply to it, only the deadline.
+   */
+  answered: boolean;
   /** Index of the endpoint the last try went to (-1 before the first), so a retry goes elsewhere. */
   lastEndpoint: number;
   /** Why the current attempt is a retry, for telemetry. */
@@ -108,6 +115,13 @@ export interface RequestContext {
   credit: { endpoint: number; balance: unknown } | undefined;
   /** Who sent the request: the client's address (a rate-limit descriptor). */
   readonly source: string;
+  /** The HTTP version the client spoke: an upstream on protocol `auto` is spoken to in the same. */
+  readonly protocol: 'http1' | 'http2';
+  /**
+   * A gRPC request (content-type application/grpc...): local replies are gRPC errors, grpc-timeout
+   * is a deadline, and the answer is judged by its grpc-status.
+   */
+  readonly grpc: boolean;
   /**
    * What protections in shadow mode would have refused (sluice-error codes); sent back to the
    * client in the `sluice-shadow` response header. undefined until one would have.

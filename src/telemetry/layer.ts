@@ -83,7 +83,7 @@ export function telemetryLayer(b: TelemetryBuild): Layer {
   }
 
   function localReply(err: unknown, method: string, ctx: RequestContext): ProxyResponse {
-    const reply = toLocalReply(err);
+    const reply = toLocalReply(err, ctx.grpc);
     ctx.localReply = reply.code;
     let inc = replies.get(reply.code);
     if (inc === undefined) {

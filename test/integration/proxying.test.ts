@@ -150,7 +150,7 @@ describe('headers across the proxy', () => {
         'Connection: keep-alive, X-Secret-Hop',
         'Keep-Alive: timeout=99',
         'X-Secret-Hop: must-not-pass',
-        'TE: trailers',
+        'TE: gzip',
         'Upgrade: h2c-not-really',
         'Proxy-Authorization: Basic Zm9vOmJhcg==',
         'Proxy-Connection: keep-alive',

@@ -4,16 +4,17 @@
 // any of these returns the last upstream answer, so the client sees what the upstream said.
 import type { Readable } from 'node:stream';
 import type { Counter, Registry } from 'prom-client';
-import { classifyError, classifyResponse, isRetryable, type Verdict } from '../../stack/classify.ts';
+import { classifyError, classifyResponse, isRetryable, type FailureKind, type Verdict } from '../../stack/classify.ts';
 import { cancellableSleep, type Clock, type Direction, type Layer, type ProxyRequest, type ProxyResponse, type RequestContext } from '../../stack/types.ts';
 import { counter } from '../../telemetry/registry.ts';
 import type { RetryPolicy } from '../../policy/types.ts';
 import { backoffMs } from './backoff.ts';
 import type { RetryBudget } from './budget.ts';
 import { mayRetry } from './idempotent.ts';
-import { bufferForReplay, type ReplayAllowance } from './replay-body.ts';
+import { bufferForReplay, ReplayTap, type ReplayAllowance } from './replay-body.ts';
 import { parsePreciseRetryMs, parseRetryAfterMs } from './retry-after.ts';
 import { RETRY_AFTER_MS_HEADER } from '../../stack/errors.ts';
+import { parsePushbackMs } from '../../stack/grpc.ts';
 
 export interface RetryMetrics {
   readonly retries: Counter<'direction' | 'upstream' | 'reason'>;
@@ -30,7 +31,7 @@ export function declareRetryMetrics(registry: Registry): RetryMetrics {
     refused: counter(
       registry,
       'sluice_retries_refused_total',
-      'Retryable failures not retried, by why: budget (retry budget exhausted, or too many retries at once), deadline (no time left), attempts (max attempts reached), retry_after (upstream asked for a longer wait), body (request body too large to replay).',
+      'Retryable failures not retried, by why: budget (retry budget exhausted, or too many retries at once), deadline (no time left), attempts (max attempts reached), retry_after (upstream asked for a longer wait, or a gRPC server for none), body (request body too large to replay).',
       ['direction', 'upstream', 'why'],
     ),
   };
@@ -47,6 +48,8 @@ export interface RetryBuild {
   readonly random: () => number;
   readonly metrics: RetryMetrics;
 }
+
+const NOT_PROCESSED_OR_GRPC: ReadonlySet<FailureKind | undefined> = new Set<FailureKind>(['grpc', 'connect-failure', 'refused-stream']);
 
 type Outcome = { readonly response: ProxyResponse; readonly error?: undefined } | { readonly response?: undefined; readonly error: unknown };
 
@@ -76,11 +79,18 @@ export function retryLayer(b: RetryBuild): Layer {
   }
 
   return (next) => {
-    async function attempts(request: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+    /**
+     * `grpcOnly`: a gRPC call the idempotency rules would not retry (every gRPC call is a POST).
+     * As gRPC's own retry policy does, it is retried on the grpc-statuses the policy lists, and on
+     * failures that prove it never reached the server (connect failure, refused stream); never
+     * after a reset or a timeout, which the server may have acted on.
+     */
+    async function attempts(request: ProxyRequest, ctx: RequestContext, grpcOnly = false, tap?: ReplayTap): Promise<ProxyResponse> {
       /** This attempt is a retry the budget was charged for (and must be released). */
       let charged = false;
       for (let attempt = 1; ; attempt++) {
         ctx.attempt = attempt;
+        if (tap !== undefined) request = { ...request, body: tap.next() };
         let outcome: Outcome;
         try {
           outcome = { response: await next(request, ctx) };
@@ -95,14 +105,26 @@ export function retryLayer(b: RetryBuild): Layer {
         // isRetryable, not verdict.failure: a listed status such as 429 is retried though it is no failure.
         // A failed probe of an ejected endpoint is retried whatever it failed with: the client
         // must not see the errors of an endpoint sluice chose to look at.
-        const retryable = isRetryable(verdict, status, policy) || (ctx.probed && verdict.failure);
+        const retryable =
+          (isRetryable(verdict, status, policy) && (!grpcOnly || NOT_PROCESSED_OR_GRPC.has(verdict.kind))) || (ctx.probed && verdict.failure);
         if (ctx.cancelled !== undefined || !retryable) return settle(outcome);
         if (attempt >= policy.maxAttempts) {
           refused.attempts.inc();
           return settle(outcome);
         }
+        if (tap !== undefined && !tap.replayable) {
+          refused.body.inc();
+          return settle(outcome);
+        }
 
         let waitMs = backoffMs(attempt, policy.backoff, b.random);
+        // A gRPC server's own hint (gRFC A6): wait that long, or do not retry at all.
+        const pushback = parsePushbackMs(outcome.response?.headers['grpc-retry-pushback-ms']);
+        if (pushback === 'stop' || (pushback !== undefined && pushback > policy.retryAfterMaxMs)) {
+          refused.retryAfter.inc();
+          return settle(outcome);
+        }
+        if (pushback !== undefined) waitMs = Math.max(waitMs, pushback);
         const retryAfter = outcome.response?.headers['retry-after'];
         // A peer sidecar's precise hint wins over the whole seconds of Retry-After.
         const preciseMs = parsePreciseRetryMs(outcome.response?.headers[RETRY_AFTER_MS_HEADER]);
@@ -145,7 +167,7 @@ export function retryLayer(b: RetryBuild): Layer {
     }
 
     /** Reads a streamed body into a replay buffer (within the allowance), then tries. */
-    async function buffered(req: ProxyRequest & { body: Readable }, ctx: RequestContext): Promise<ProxyResponse> {
+    async function buffered(req: ProxyRequest & { body: Readable }, ctx: RequestContext, grpcOnly: boolean): Promise<ProxyResponse> {
       const reserve = Math.min(req.bodyLength ?? policy.bufferLimitBytes, policy.bufferLimitBytes);
       if ((req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) || !b.allowance.tryReserve(reserve)) {
         refused.body.inc();
@@ -155,9 +177,26 @@ export function retryLayer(b: RetryBuild): Layer {
         if (ctx.cancelled !== undefined) throw ctx.cancelled;
         const replay = await bufferForReplay(req.body, policy.bufferLimitBytes, ctx);
         const request = { ...req, body: replay.body };
-        if (replay.kind === 'buffer') return await attempts(request, ctx);
+        if (replay.kind === 'buffer') return await attempts(request, ctx, grpcOnly);
         refused.body.inc();
         return await next(request, ctx);
+      } finally {
+        b.allowance.release(reserve);
+      }
+    }
+
+    /**
+     * A gRPC call's streamed body goes out as it arrives (its next message may wait for an
+     * answer), a copy kept for retries within the bound; see ReplayTap.
+     */
+    async function tapped(req: ProxyRequest & { body: Readable }, ctx: RequestContext, grpcOnly: boolean): Promise<ProxyResponse> {
+      const reserve = policy.bufferLimitBytes;
+      if (!b.allowance.tryReserve(reserve)) {
+        refused.body.inc();
+        return next(req, ctx);
+      }
+      try {
+        return await attempts(req, ctx, grpcOnly, new ReplayTap(req.body, policy.bufferLimitBytes));
       } finally {
         b.allowance.release(reserve);
       }
@@ -166,9 +205,12 @@ export function retryLayer(b: RetryBuild): Layer {
     // Not async itself: the common bodiless request goes straight to attempts().
     return (req, ctx) => {
       budget?.recordRequest();
-      if (policy.maxAttempts <= 1 || !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy)) return next(req, ctx);
-      if (req.body === null || Buffer.isBuffer(req.body)) return attempts(req, ctx);
-      return buffered(req as ProxyRequest & { body: Readable }, ctx);
+      if (policy.maxAttempts <= 1) return next(req, ctx);
+      const grpcOnly = !mayRetry(req.method, ctx.idempotencyKey !== undefined, policy);
+      if (grpcOnly && !ctx.grpc) return next(req, ctx);
+      if (req.body === null || Buffer.isBuffer(req.body)) return attempts(req, ctx, grpcOnly);
+      if (ctx.grpc) return tapped(req as ProxyRequest & { body: Readable }, ctx, grpcOnly);
+      return buffered(req as ProxyRequest & { body: Readable }, ctx, grpcOnly);
     };
   };
 }

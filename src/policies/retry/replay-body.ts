@@ -84,3 +84,67 @@ export function bufferForReplay(source: Readable, limitBytes: number, ctx: Reque
     source.on('aborted', onAborted);
   });
 }
+
+/**
+ * A streamed body sent on as it arrives while a copy of up to `limitBytes` is kept, for calls
+ * that cannot wait for their whole body before the first try: a gRPC client or bidirectional
+ * stream sends its next message only after an answer. A retry gets the copy and then the rest of
+ * the live body; once the body has outgrown the bound there is nothing to replay, and the call is
+ * not retried. The try being fed sets the pace: when it stops reading, the client is paused.
+ */
+export class ReplayTap {
+  readonly #source: Readable;
+  readonly #limitBytes: number;
+  #chunks: Buffer[] = [];
+  #size = 0;
+  #ended = false;
+  #error: Error | undefined;
+  #current: PassThrough | undefined;
+
+  constructor(source: Readable, limitBytes: number) {
+    this.#source = source;
+    this.#limitBytes = limitBytes;
+    source.on('data', (chunk: Buffer) => {
+      this.#size += chunk.length;
+      if (this.#size <= limitBytes) this.#chunks.push(chunk);
+      else this.#chunks = [];
+      const out = this.#current;
+      if (out !== undefined && !out.write(chunk)) {
+        source.pause();
+        out.once('drain', () => {
+          if (out === this.#current) source.resume();
+        });
+      }
+    });
+    source.on('end', () => {
+      this.#ended = true;
+      this.#current?.end();
+    });
+    source.on('error', (err: Error) => {
+      this.#error = err;
+      this.#current?.destroy(err);
+    });
+  }
+
+  /** A try could be sent the whole body again. */
+  get replayable(): boolean {
+    return this.#size <= this.#limitBytes && this.#error === undefined;
+  }
+
+  /** The body for the next try (the previous try's feed is cut off): the copy, then the rest. */
+  next(): Buffer | Readable {
+    const previous = this.#current;
+    this.#current = undefined;
+    if (previous !== undefined) {
+      this.#source.unpipe(previous);
+      previous.destroy();
+    }
+    if (this.#ended) return this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks, this.#size);
+    const out = new PassThrough();
+    out.on('error', () => undefined);
+    for (const chunk of this.#chunks) out.write(chunk);
+    this.#current = out;
+    this.#source.resume();
+    return out;
+  }
+}

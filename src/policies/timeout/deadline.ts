@@ -1,6 +1,7 @@
 // Deadline propagation. The caller's remaining time rides to the next hop in a header (the policy's
 // `deadlineHeader`) as whole milliseconds, so a request nobody waits for any more is not worked on
 // downstream. Remaining time, not an absolute timestamp: pods do not share a clock.
+import { parseGrpcTimeout } from '../../stack/grpc.ts';
 import type { Clock } from '../../stack/types.ts';
 
 /**
@@ -37,6 +38,27 @@ export function parseDeadlineHeader(value: string | undefined, maxMs: number | u
   const n = Number(v);
   if (n <= 0) return EXPIRED; // also "-0"
   return { kind: 'ok', remainingMs: Math.min(n, maxMs ?? MAX_DEADLINE_MS, MAX_DEADLINE_MS) };
+}
+
+/**
+ * Reads grpc-timeout (a gRPC caller's deadline) the same way: capped at `maxMs` and
+ * MAX_DEADLINE_MS; 0 is expired; a malformed value is invalid with the reason.
+ */
+export function parseGrpcDeadline(value: string | undefined, maxMs: number | undefined): DeadlineHeader {
+  if (value === undefined) return NONE;
+  const t = parseGrpcTimeout(value.trim());
+  if (t.kind === 'invalid') return t;
+  // Below a millisecond is no time to do anything in.
+  if (t.ms < 1) return EXPIRED;
+  return { kind: 'ok', remainingMs: Math.min(Math.ceil(t.ms), maxMs ?? MAX_DEADLINE_MS, MAX_DEADLINE_MS) };
+}
+
+/** The caller's tighter deadline when it sent both headers (a gRPC client behind a sidecar). */
+export function tighter(a: DeadlineHeader, b: DeadlineHeader): DeadlineHeader {
+  if (a.kind === 'none') return b;
+  if (b.kind === 'none' || a.kind === 'invalid' || a.kind === 'expired') return a;
+  if (b.kind !== 'ok') return b;
+  return a.remainingMs <= b.remainingMs ? a : b;
 }
 
 /**

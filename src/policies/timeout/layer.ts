@@ -6,7 +6,7 @@ import type { Counter, Registry } from 'prom-client';
 import { SluiceError } from '../../stack/errors.ts';
 import { abortTry, cancel, type Clock, type Direction, type Layer, type RequestContext } from '../../stack/types.ts';
 import { counter } from '../../telemetry/registry.ts';
-import { effectiveDeadlineMs, parseDeadlineHeader } from './deadline.ts';
+import { effectiveDeadlineMs, parseDeadlineHeader, parseGrpcDeadline, tighter } from './deadline.ts';
 
 export interface TimeoutMetrics {
   readonly timeouts: Counter<'direction' | 'upstream' | 'kind'>;
@@ -39,7 +39,8 @@ export function deadlineLayer(b: DeadlineBuild): Layer {
   const expired = b.metrics.timeouts.labels({ ...labels, kind: 'expired_on_arrival' });
 
   return (next) => (req, ctx) => {
-    const incoming = parseDeadlineHeader(ctx.incomingDeadline, b.maxDeadlineMs);
+    let incoming = parseDeadlineHeader(ctx.incomingDeadline, b.maxDeadlineMs);
+    if (ctx.incomingGrpcTimeout !== undefined) incoming = tighter(incoming, parseGrpcDeadline(ctx.incomingGrpcTimeout, b.maxDeadlineMs));
     if (incoming.kind === 'expired') {
       expired.inc();
       throw new SluiceError('deadline-exceeded', 'the deadline passed before the request arrived');
@@ -76,7 +77,7 @@ export function perTryTimeoutLayer(b: PerTryBuild): Layer {
   };
 }
 
-/** The per-try timer: ends the try, counted when there was one to end. */
+/** The per-try timer: ends the try, counted when there was one to end that was still unanswered. */
 function onPerTry(ctx: RequestContext, fired: { inc(): void }): void {
-  if (abortTry(ctx, new SluiceError('per-try-timeout'))) fired.inc();
+  if (!ctx.answered && abortTry(ctx, new SluiceError('per-try-timeout'))) fired.inc();
 }

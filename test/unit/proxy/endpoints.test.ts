@@ -32,6 +32,7 @@ function setup() {
       upstream: 'u',
       endpoints,
       dispatchers: endpoints.map(() => ({}) as Dispatcher),
+      h2Dispatchers: endpoints.map(() => ({}) as Dispatcher),
       loadBalancer: { algorithm: 'round-robin', decayMs: 10_000, defaultRttMs: 1 },
       outlierDetection: OUTLIER,
       clock,

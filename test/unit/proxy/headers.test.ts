@@ -22,7 +22,7 @@ describe('forwardRequestHeaders', () => {
         'Connection', 'keep-alive, X-Secret',
         'connection', 'x-other',
         'Keep-Alive', 'timeout=5',
-        'TE', 'trailers',
+        'TE', 'gzip, trailers',
         'Transfer-Encoding', 'chunked',
         'Upgrade', 'websocket',
         'Proxy-Authorization', 'Basic x',
@@ -36,6 +36,13 @@ describe('forwardRequestHeaders', () => {
     );
     expect(out).toEqual(['Accept', '*/*']);
     expect(f).toMatchObject({ host: 'orders', chunked: true, upgrade: 'websocket' });
+  });
+
+  it("keeps TE only as 'trailers', the value HTTP/2 allows and gRPC needs end to end", () => {
+    const f = facts();
+    const out = forwardRequestHeaders([':path', '/x', 'TE', 'Trailers', 'grpc-timeout', '5S', 'content-type', 'application/grpc'], 'sluice-timeout-ms', f);
+    expect(out).toEqual(['te', 'trailers', 'content-type', 'application/grpc']);
+    expect(f).toMatchObject({ teTrailers: true, grpcTimeout: '5S', contentType: 'application/grpc' });
   });
 
   it('keeps forwarding positions right when Connection names a field before them', () => {

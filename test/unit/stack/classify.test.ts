@@ -54,7 +54,8 @@ describe('classifyResponse', () => {
   });
 
   it('declares every reason up front, once', () => {
-    expect(VERDICT_REASONS).toHaveLength(110);
+    // ok, 9 error kinds, 100 5xx statuses, 16 non-OK gRPC statuses.
+    expect(VERDICT_REASONS).toHaveLength(126);
     expect(new Set(VERDICT_REASONS).size).toBe(VERDICT_REASONS.length);
     for (let s = 100; s < 600; s++) expect(VERDICT_REASONS).toContain(classifyResponse(s).reason);
   });
@@ -297,6 +298,7 @@ describe('isRetryable', () => {
     maxAttempts: 3,
     retryOn: ['connect-failure', 'refused-stream'],
     retryOnStatuses: [503, 429],
+    retryOnGrpcStatuses: ['UNAVAILABLE'],
     backoff: { baseMs: 25, capMs: 250 },
     retryAfterMaxMs: 1000,
     bufferLimitBytes: 65536,

@@ -6,6 +6,7 @@ const base: RetryPolicy = {
   maxAttempts: 3,
   retryOn: ['connect-failure', 'reset'],
   retryOnStatuses: [503],
+  retryOnGrpcStatuses: ['UNAVAILABLE'],
   backoff: { baseMs: 25, capMs: 250 },
   retryAfterMaxMs: 1000,
   bufferLimitBytes: 65536,

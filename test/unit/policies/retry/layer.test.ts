@@ -16,6 +16,7 @@ const POLICY: RetryPolicy = {
   maxAttempts: 3,
   retryOn: ['connect-failure', 'reset', 'refused-stream', 'per-try-timeout'],
   retryOnStatuses: [502, 503, 504],
+  retryOnGrpcStatuses: ['UNAVAILABLE'],
   backoff: { baseMs: 25, capMs: 1000 },
   retryAfterMaxMs: 5000,
   bufferLimitBytes: 16,
