@@ -14,7 +14,7 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import type { Readable } from 'node:stream';
 import { Dispatcher } from 'undici';
 
-const { NGHTTP2_CANCEL, HTTP2_HEADER_STATUS } = http2.constants;
+const { NGHTTP2_NO_ERROR, HTTP2_HEADER_STATUS } = http2.constants;
 
 /** Headers that describe one HTTP/1 connection; HTTP/2 forbids them (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'expect']);
@@ -79,7 +79,9 @@ class Exchange implements Dispatcher.DispatchController {
     this.#aborted = true;
     this.#reason = reason;
     if (this.stream === undefined) this.#pool.unqueue(this);
-    else if (!this.stream.destroyed) this.stream.close(NGHTTP2_CANCEL);
+    // destroy(reason), not close(code): close() first ends our side cleanly (END_STREAM), so the
+    // upstream would take a cut request body for a whole one. destroy() resets the stream.
+    else if (!this.stream.destroyed) this.stream.destroy(reason);
     this.fail(reason);
   }
 
@@ -127,6 +129,12 @@ class Exchange implements Dispatcher.DispatchController {
     });
     stream.on('end', () => {
       if (this.#settled) return;
+      // Node ends the readable side of a stream whose session died too: closed already, with a
+      // code other than NO_ERROR, it is a cut, not the end of the answer.
+      if (stream.closed && stream.rstCode !== NGHTTP2_NO_ERROR) {
+        this.fail(coded(`stream reset before the answer ended (code ${stream.rstCode})`, 'ERR_HTTP2_STREAM_CANCEL'));
+        return;
+      }
       this.#settled = true;
       this.handler.onResponseEnd?.(this, this.#trailers);
     });

@@ -15,7 +15,7 @@ import { newRequestContext } from './request-context.ts';
 import type { RouteTarget } from './router.ts';
 
 const CLIENT_GONE = new SluiceError('client-closed');
-const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_NO_ERROR } = http2.constants;
 
 export interface H2StreamDeps {
   readonly direction: Direction;
@@ -72,8 +72,9 @@ class StreamSink implements BodySink {
       this.#stream.end();
       return;
     }
-    // Headers are out: an incomplete stream is the honest signal left.
-    this.#stream.close(NGHTTP2_INTERNAL_ERROR);
+    // Headers are out: a reset stream is the honest signal left. destroy(err), not close(code):
+    // close() ends the stream cleanly first, and the client would take the cut body as whole.
+    this.#stream.destroy(err);
   }
 }
 
@@ -141,11 +142,13 @@ function requestBody(stream: ServerHttp2Stream): Readable {
     if (!body.push(chunk)) stream.pause();
   };
   const onEnd = (): void => {
-    body.push(null);
+    // Node ends the readable side of a reset stream too: that is a cut body, not its end.
+    if (stream.closed && stream.rstCode !== NGHTTP2_NO_ERROR) onClose();
+    else body.push(null);
   };
   const onClose = (): void => {
     // Closed before its end: the client reset the stream mid-body.
-    if (!stream.readableEnded && !body.destroyed) body.destroy(new SluiceError('client-closed', 'the client reset the stream before its body ended'));
+    if ((!stream.readableEnded || stream.rstCode !== NGHTTP2_NO_ERROR) && !body.destroyed && !body.readableEnded) body.destroy(new SluiceError('client-closed', 'the client reset the stream before its body ended'));
   };
   const body: Readable = new Readable({
     read: () => {
@@ -220,7 +223,7 @@ export function h2StreamHandler(deps: H2StreamDeps) {
         (err: unknown) => {
           deps.log.error({ err }, 'stack rejected instead of replying');
           if (!stream.headersSent) respond(stream, toLocalReply(err, grpc), context, facts);
-          else stream.close(NGHTTP2_INTERNAL_ERROR);
+          else stream.destroy(err instanceof Error ? err : new Error(String(err)));
         },
       );
   };
