@@ -264,3 +264,33 @@ describe('gRPC flow control', () => {
     await server.waitUntil(() => server.calls[0]?.cancelled === true, 'the server call cancelled');
   }, 30_000);
 });
+
+describe('gRPC under backpressure', () => {
+  it('refuses a call the consumer granted no credit for with UNAVAILABLE, before the wire', async () => {
+    const hold: GrpcStep = { delayMs: 60_000 };
+    const server = await startGrpcServer([hold, hold, hold, hold]);
+    open.push(server);
+    const consumer = await startTestSidecar({
+      inbound: {
+        app: { address: '127.0.0.1', port: server.port },
+        admission: { adaptive: 'off', maxConcurrency: 4, queue: { maxWaiting: 0, maxWaitMs: 0 } },
+        credits: { leaseMs: 1000 },
+      },
+    });
+    open.push(consumer);
+    const producer = await startTestSidecar({
+      outbound: { upstreams: [upstream('greeter', `127.0.0.1:${consumer.inboundPort}`, { retry: 'off', credits: { maxWaitMs: 20 } })] },
+    });
+    open.push(producer);
+    const client = grpcClient(producer.outboundPort, 'greeter');
+    open.push(client);
+    const held = Array.from({ length: 4 }, () => callUnary(client, Buffer.from('hold')));
+    await server.waitUntil(() => server.calls.length === 4, 'four calls held at the server');
+    const refused = await callUnary(client, Buffer.from('one too many'));
+    expect(refused.error?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(refused.error?.metadata.get('sluice-error')).toEqual(['no-credit']);
+    expect(server.calls).toHaveLength(4);
+    client.close();
+    await Promise.all(held);
+  });
+});
