@@ -15,6 +15,8 @@ import { newRequestContext } from './request-context.ts';
 import type { RouteTarget } from './router.ts';
 
 const CLIENT_GONE = new SluiceError('client-closed');
+/** How long a failed gRPC stream's status trailers may take to leave before the stream is reset. */
+const TRAILERS_GRACE_MS = 1000;
 const { NGHTTP2_NO_ERROR } = http2.constants;
 
 export interface H2StreamDeps {
@@ -69,7 +71,16 @@ class StreamSink implements BodySink {
         'grpc-message': encodeGrpcMessage(err.message),
       };
       if (e !== undefined) this.#trailers['sluice-error'] = e.code;
-      this.#stream.end();
+      // The trailers queue behind the bytes already written. A client that stopped reading would
+      // never get them and the stream would stay open past its deadline: reset it then instead.
+      const stream = this.#stream;
+      if (stream.writableNeedDrain) {
+        stream.destroy(err);
+        return;
+      }
+      const timer = setTimeout(() => stream.destroy(err), TRAILERS_GRACE_MS);
+      stream.once('close', () => clearTimeout(timer));
+      stream.end();
       return;
     }
     // Headers are out: a reset stream is the honest signal left. destroy(err), not close(code):

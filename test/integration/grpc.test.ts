@@ -3,6 +3,7 @@
 // deadlines in gRPC's own header, and local decisions spoken back as gRPC statuses.
 import { afterEach, describe, expect, it } from 'vitest';
 import { callUnary, grpc, grpcClient, startGrpcServer, type GrpcStep, type TestClient, type TestGrpcServer } from '../support/grpc.ts';
+import { closeSession, h2Connect } from '../support/h2.ts';
 import { metricSum } from '../support/metrics.ts';
 import { startTestSidecar, upstream, type SpecOverrides, type TestSidecar } from '../support/sidecar.ts';
 
@@ -243,6 +244,28 @@ async function heldBack(server: TestGrpcServer): Promise<number> {
 }
 
 describe('gRPC flow control', () => {
+  it('ends the stream of a client that stopped reading once its deadline passed, not never', async () => {
+    const { server, producer } = await path([{ messages: 16_384, messageBytes: 64 * 1024 }], { timeouts: { requestMs: 500, perTryMs: 'off' } });
+    const session = await h2Connect(producer.outboundPort);
+    open.push({ close: () => closeSession(session) });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/sluice.test.Test/ServerStream',
+      ':authority': 'greeter',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    stream.on('error', () => undefined);
+    // One gRPC message (5-byte prefix + 2 bytes), then the client reads nothing more.
+    stream.end(Buffer.from([0, 0, 0, 0, 2, 0x67, 0x6f]));
+    stream.once('data', () => stream.pause());
+    const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+    await closed;
+    // The sidecar gave up on it: the stream is closed although the client never read on.
+    expect(stream.readableEnded).toBe(false);
+    await server.waitUntil(() => server.calls[0]?.cancelled === true, 'the server call cancelled');
+  }, 15_000);
+
   it("keeps a slow reader's server stream bounded by the windows: the server is held back, not buffered for", async () => {
     const messageBytes = 64 * 1024;
     // 1 GiB if everything were buffered; flow control must stop the server long before.
