@@ -288,6 +288,36 @@ describe('gRPC flow control', () => {
   }, 30_000);
 });
 
+describe('gRPC and endpoint health', () => {
+  it('ejects an endpoint that answers UNAVAILABLE, judged by grpc-status under an HTTP 200', async () => {
+    const unavailable: GrpcStep = { fail: { code: grpc.status.UNAVAILABLE } };
+    const bad = await startGrpcServer(Array.from({ length: 50 }, () => unavailable));
+    const good = await startGrpcServer();
+    open.push(bad, good);
+    const producer = await startTestSidecar({
+      outbound: {
+        upstreams: [
+          upstream('greeter', [`127.0.0.1:${bad.port}`, `127.0.0.1:${good.port}`], {
+            protocol: 'http2',
+            loadBalancer: { algorithm: 'round-robin' },
+            outlierDetection: { consecutiveFailures: 3, maxEjectionPercent: 0.5, baseEjectionMs: 30_000, probeIntervalMs: 'off' },
+          }),
+        ],
+      },
+    });
+    open.push(producer);
+    const client = grpcClient(producer.outboundPort, 'greeter');
+    open.push(client);
+    // Every call succeeds: a try that met the bad endpoint is retried on the good one.
+    for (let i = 0; i < 10; i++) expect((await callUnary(client, Buffer.from('x'))).error).toBeUndefined();
+    expect(metricSum(await producer.metrics(), 'sluice_outlier_ejections_total', { upstream: 'greeter', reason: 'consecutive_failures', mode: 'enforce' })).toBe(1);
+    const seen = bad.calls.length;
+    for (let i = 0; i < 10; i++) expect((await callUnary(client, Buffer.from('y'))).error).toBeUndefined();
+    // Ejected: the bad endpoint gets nothing more.
+    expect(bad.calls).toHaveLength(seen);
+  });
+});
+
 describe('gRPC under backpressure', () => {
   it('refuses a call the consumer granted no credit for with UNAVAILABLE, before the wire', async () => {
     const hold: GrpcStep = { delayMs: 60_000 };
