@@ -14,9 +14,9 @@ import {
   readValue,
 } from './schema.ts';
 import { readAddress, readTimeouts } from './sections.ts';
-import { UPSTREAM_PROTOCOLS, type InboundPolicy, type ListenerAddress, type OutboundPolicy, type SidecarPolicy, type UpstreamProtocol } from './types.ts';
+import { UPSTREAM_PROTOCOLS, type PolicySelector, type InboundPolicy, type ListenerAddress, type OutboundPolicy, type SidecarPolicy, type UpstreamProtocol } from './types.ts';
 import { checkGlobalRateLimits, readRateLimits, readRedis } from './ratelimits.ts';
-import { readUpstreams } from './upstreams.ts';
+import { DNS_LABEL, readUpstreams } from './upstreams.ts';
 import { readAdmission, readCreditGrants, readIdempotency } from './backpressure.ts';
 
 export { formatPolicyError, type ParseResult, type PolicyError } from './errors.ts';
@@ -81,6 +81,45 @@ function readDocument(r: Reader): SidecarPolicy | undefined {
   return readSpec(doc.get('spec') ?? new Field(r, 'spec', null, root.offset), name);
 }
 
+/** Kubernetes label keys ([prefix/]name) and values, as the API server checks them. */
+const LABEL_NAME = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$/;
+const LABEL_VALUE = /^(([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?)$/;
+
+function isLabelKey(key: string): boolean {
+  const slash = key.indexOf('/');
+  if (slash < 0) return LABEL_NAME.test(key);
+  const prefix = key.slice(0, slash);
+  return prefix.length <= 253 && DNS_SUBDOMAIN.test(prefix) && LABEL_NAME.test(key.slice(slash + 1));
+}
+
+const NO_SELECTOR: PolicySelector = { service: undefined, matchLabels: {} };
+
+function readSelector(f: Field | undefined): PolicySelector {
+  if (f === undefined) return NO_SELECTOR;
+  const m = f.map(['service', 'matchLabels']);
+  if (m === BAD) return NO_SELECTOR;
+  let service: string | undefined;
+  const s = m.get('service');
+  const value = s?.string();
+  if (s && value !== undefined && value !== BAD) {
+    if (value.length <= 63 && DNS_LABEL.test(value)) service = value;
+    else s.fail(`must be a service name (a DNS label: lower-case letters, digits and '-', at most 63 characters), ${s.got()}`);
+  }
+  const matchLabels: Record<string, string> = {};
+  const labels = m.get('matchLabels');
+  const entries = labels?.entries();
+  if (labels && entries !== undefined && entries !== BAD) {
+    for (const [key, field] of entries) {
+      const v = field.scalar();
+      const text = typeof v === 'number' || typeof v === 'boolean' ? String(v) : v;
+      if (!isLabelKey(key)) field.fail(`label key ${JSON.stringify(key)} is not a Kubernetes label key ([prefix/]name, name at most 63 characters)`);
+      else if (typeof text !== 'string' || !LABEL_VALUE.test(text)) field.fail(`must be a Kubernetes label value (at most 63 characters of letters, digits, '-', '_' and '.'), ${field.got()}`);
+      else matchLabels[key] = text;
+    }
+  }
+  return { service, matchLabels };
+}
+
 function exact(f: Field | typeof BAD, want: string): boolean {
   if (f === BAD) return false;
   if (f.scalar() === want) return true;
@@ -89,12 +128,13 @@ function exact(f: Field | typeof BAD, want: string): boolean {
 }
 
 function readSpec(f: Field, name: string): SidecarPolicy | undefined {
-  const spec = f.map(['admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound', 'redis']);
+  const spec = f.map(['selector', 'admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound', 'redis']);
   if (spec === BAD) return undefined;
   const limits = spec.get('limits');
   const shutdown = spec.get('shutdown');
   const policy: SidecarPolicy = {
     name,
+    selector: readSelector(spec.get('selector')),
     admin: readAddress(spec.get('admin'), DEFAULTS.admin, 0),
     outbound: readOutbound(spec.get('outbound')),
     inbound: readInbound(spec.get('inbound'), spec.get('redis') !== undefined && spec.get('redis')?.isOff() !== true),

@@ -165,6 +165,24 @@ export class Field {
     return new MapView(this, entries);
   }
 
+  /** A map whose keys are data, not field names (labels): every entry, each a field of its own. */
+  entries(): ReadonlyMap<string, Field> | Bad {
+    if (this.isEmpty()) return new Map();
+    if (!isMap(this.node)) return this.fail(`must be a map, ${this.got()}`);
+    const entries = new Map<string, Field>();
+    for (const pair of this.node.items) {
+      const key = this.reader.resolve(pair.key);
+      const keyOffset = (key as Node | null)?.range?.[0] ?? this.offset;
+      const name = isScalar(key) ? key.value : undefined;
+      if (typeof name !== 'string') {
+        this.reader.report(keyOffset, this.path, `map keys must be strings, got ${String(name)}`);
+        continue;
+      }
+      entries.set(name, this.child(`${this.path}.${name}`, pair.value, keyOffset));
+    }
+    return entries;
+  }
+
   child(path: string, raw: unknown, fallbackOffset: number): Field {
     const node = this.reader.resolve(raw);
     // An empty value has a zero-width range where the value would be; that is the spot to point at.

@@ -296,8 +296,19 @@ export interface OutboundPolicy {
   readonly upstreams: readonly UpstreamPolicy[];
 }
 
+/**
+ * Which sidecars a policy applies to when the config service hands policies out: those whose
+ * service is `service` (any when undefined) and whose labels include every `matchLabels` pair.
+ * An empty selector applies to every sidecar. A sidecar running alone on its file ignores it.
+ */
+export interface PolicySelector {
+  readonly service: string | undefined;
+  readonly matchLabels: Readonly<Record<string, string>>;
+}
+
 export interface SidecarPolicy {
   readonly name: string;
+  readonly selector: PolicySelector;
   readonly admin: ListenerAddress;
   readonly outbound: OutboundPolicy;
   readonly inbound: InboundPolicy;
