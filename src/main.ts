@@ -1,13 +1,17 @@
 #!/usr/bin/env node
 // The one CLI: `sluice <command>`. Each command lives in src/cli/ and returns its exit code.
-import { readFileSync } from 'node:fs';
+import { runControl } from './cli/control.ts';
 import { runProxy } from './cli/proxy.ts';
+import { runStatus } from './cli/status.ts';
 import { runValidate } from './cli/validate.ts';
+import { SLUICE_VERSION } from './cli/version.ts';
 
 const HELP = `Usage: sluice <command> [options]
 
 Commands:
   proxy       run the sidecar (outbound :15001, inbound :15006, admin :15000)
+  control     run the config service: follow a git repository of policies, push them to sidecars
+  status      print the fleet a config service sees (sidecar, version, connected, health, last error)
   validate    check policy files: prints file:line:col: field: reason, exit 1 on any error
 
 Options:
@@ -20,16 +24,15 @@ Checks policy files (and *.yaml/*.yml under directories) as a policy repository'
 Prints "file: ok" or one "file:line:col: field: reason" line per error.
 Exit 0 when all are valid, 1 when any is invalid, 2 on usage errors.`;
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
-
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'proxy':
       return runProxy(rest);
+    case 'control':
+      return runControl(rest);
+    case 'status':
+      return runStatus(rest);
     case 'validate':
       if (rest.includes('--help') || rest.includes('-h')) {
         console.log(VALIDATE_HELP);
@@ -38,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
       return runValidate(rest, (line) => console.log(line));
     case '-v':
     case '--version':
-      console.log(version());
+      console.log(SLUICE_VERSION);
       return 0;
     case undefined:
     case '-h':

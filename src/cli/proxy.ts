@@ -1,5 +1,11 @@
 // `sluice proxy`: run the sidecar on a policy file, reload it on change, drain on SIGTERM.
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
+import { linkToControl } from '../control/sidecar-link.ts';
+import { loadPersisted } from '../control/state-dir.ts';
+import { readToken } from './control.ts';
+import { SLUICE_VERSION } from './version.ts';
 import { DEFAULT_POLICY_PATH, loadPolicyFile } from '../policy/load.ts';
 import { formatPolicyError } from '../policy/parse.ts';
 import type { ListenerAddress, SidecarPolicy } from '../policy/types.ts';
@@ -19,6 +25,18 @@ Options:
   --admin-port N        override spec.admin.port                    (env SLUICE_ADMIN_PORT)
   --app-port N          override spec.inbound.app.port              (env SLUICE_APP_PORT)
   --log-level LEVEL     trace|debug|info|warn|error|silent          (env SLUICE_LOG_LEVEL, default info)
+
+Following a config service (sluice control) instead of the file:
+  --control HOST:PORT[,HOST:PORT...]  replicas to connect to                (env SLUICE_CONTROL)
+  --control-token-file FILE  bearer token for the stream                   (env SLUICE_CONTROL_TOKEN_FILE)
+  --control-ca FILE     TLS to the service, trusting this CA; with --control-cert/--control-key: mTLS
+  --state-dir DIR       keep the last good pushed policy here; start from it when the service is
+                        unreachable (else from --policy / the embedded default) (env SLUICE_STATE_DIR)
+  --wait-for-policy     not ready (/readyz 503) until the first push is applied
+  --service NAME        this sidecar's service, for policy selectors          (env SLUICE_SERVICE)
+  --labels K=V,...      this pod's labels, for policy selectors               (env SLUICE_LABELS)
+  --labels-file FILE    labels in the Downward API format (key="value" lines) (env SLUICE_LABELS_FILE)
+  --sidecar-id ID       this sidecar's id in the fleet (env POD_NAME; default host name)
   -h, --help            this help
 
 Signals: SIGTERM/SIGINT drain (readiness fails, listeners stop accepting, in-flight requests get
@@ -56,6 +74,21 @@ export function applyOverrides(policy: SidecarPolicy, o: Overrides): SidecarPoli
   };
 }
 
+/** `k=v,k2=v2`, or Downward API lines `k="v"`; later entries win. */
+export function parseLabels(text: string, lines: boolean): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const raw of text.split(lines ? /\r?\n/ : ',')) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new Error(`labels: ${JSON.stringify(item)} is not key=value`);
+    let value = item.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = JSON.parse(value) as string;
+    out[item.slice(0, eq).trim()] = value;
+  }
+  return out;
+}
+
 export async function runProxy(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -66,6 +99,17 @@ export async function runProxy(argv: string[]): Promise<number> {
       'admin-port': { type: 'string' },
       'app-port': { type: 'string' },
       'log-level': { type: 'string' },
+      control: { type: 'string' },
+      'control-token-file': { type: 'string' },
+      'control-ca': { type: 'string' },
+      'control-cert': { type: 'string' },
+      'control-key': { type: 'string' },
+      'state-dir': { type: 'string' },
+      'wait-for-policy': { type: 'boolean' },
+      service: { type: 'string' },
+      labels: { type: 'string' },
+      'labels-file': { type: 'string' },
+      'sidecar-id': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -83,40 +127,104 @@ export async function runProxy(argv: string[]): Promise<number> {
   };
   const log = createLogger(values['log-level'] ?? env.SLUICE_LOG_LEVEL ?? 'info');
   const path = values.policy ?? env.SLUICE_POLICY ?? DEFAULT_POLICY_PATH;
+  const control = values.control ?? env.SLUICE_CONTROL;
+  const stateDir = values['state-dir'] ?? env.SLUICE_STATE_DIR;
 
-  const loaded = await loadPolicyFile(path);
-  if (!loaded.ok) {
-    for (const e of loaded.errors) console.error(formatPolicyError(e));
-    console.error(`sluice: ${path}: policy rejected, not starting`);
-    return 1;
+  // With a config service, the last policy it pushed (persisted) wins over the file: it is newer.
+  let initial = { version: '', commit: '' };
+  let startPolicy: SidecarPolicy | undefined;
+  if (control !== undefined && stateDir !== undefined) {
+    const persisted = await loadPersisted(stateDir);
+    if (typeof persisted === 'string') log.info({ stateDir, reason: persisted }, 'starting from the policy file');
+    else {
+      startPolicy = persisted.policy;
+      initial = { version: persisted.version, commit: persisted.commit };
+      log.info({ stateDir, version: persisted.version, commit: persisted.commit }, 'starting from the last policy the config service pushed');
+    }
+  }
+  if (startPolicy === undefined) {
+    const loaded = await loadPolicyFile(path);
+    if (!loaded.ok) {
+      for (const e of loaded.errors) console.error(formatPolicyError(e));
+      console.error(`sluice: ${path}: policy rejected, not starting`);
+      return 1;
+    }
+    startPolicy = loaded.policy;
   }
 
   let stopping: Promise<void> | undefined;
+  let waitingForPush = control !== undefined && values['wait-for-policy'] === true;
   const sidecar = await startSidecar({
-    policy: applyOverrides(loaded.policy, overrides),
+    policy: applyOverrides(startPolicy, overrides),
     log,
     processMetrics: true,
     onShutdownRequest: () => void stop('admin /shutdown'),
+    notReady: () => (waitingForPush ? ['waiting for the first policy from the config service'] : []),
   });
-  const reloads = declarePolicyMetrics(sidecar.metrics).reloads;
-  // The watcher reports what it finds at start too, so an edit between our load and its first
-  // read is not missed; a policy identical to the one serving is not re-applied.
-  let serving = JSON.stringify(loaded.policy);
-  const watcher = watchPolicyFile(path, {
-    emitInitial: true,
-    onPolicy: (policy) => {
-      const next = JSON.stringify(policy);
-      if (next === serving) return;
-      serving = next;
-      sidecar.applyPolicy(applyOverrides(policy, overrides));
-    },
-    onInvalid: (errors) => {
-      reloads.labels({ result: 'rejected' }).inc();
-      log.error({ path, errors: errors.map(formatPolicyError) }, 'policy change rejected; the previous policy keeps serving');
-    },
-  });
-  await watcher.ready;
-  log.info({ policy: path, ...sidecar.addresses }, 'sluice proxy started');
+  const withOverrides = (p: SidecarPolicy): SidecarPolicy => applyOverrides(p, overrides);
+
+  let closeSource: () => Promise<void>;
+  if (control !== undefined) {
+    const labels = {
+      ...parseLabels(values.labels ?? env.SLUICE_LABELS ?? '', false),
+      ...(values['labels-file'] ?? env.SLUICE_LABELS_FILE ? parseLabels(await readFile((values['labels-file'] ?? env.SLUICE_LABELS_FILE) as string, 'utf8'), true) : {}),
+    };
+    const ca = values['control-ca'];
+    const link = linkToControl({
+      sidecar,
+      overrides: withOverrides,
+      initial,
+      stateDir,
+      log,
+      draining: () => stopping !== undefined,
+      onApplied: () => {
+        waitingForPush = false;
+      },
+      client: {
+        targets: control.split(',').map((t) => t.trim()).filter((t) => t !== ''),
+        identity: {
+          sidecarId: values['sidecar-id'] ?? env.POD_NAME ?? hostname(),
+          service: values.service ?? env.SLUICE_SERVICE ?? '',
+          labels,
+          sluiceVersion: SLUICE_VERSION,
+        },
+        token: await readToken(values['control-token-file'] ?? env.SLUICE_CONTROL_TOKEN_FILE, '--control-token-file'),
+        tls:
+          ca === undefined
+            ? undefined
+            : {
+                ca: await readFile(ca),
+                cert: values['control-cert'] === undefined ? undefined : await readFile(values['control-cert']),
+                key: values['control-key'] === undefined ? undefined : await readFile(values['control-key']),
+              },
+        heartbeatMs: 5000,
+        backoff: { baseMs: 250, capMs: 10_000 },
+      },
+    });
+    closeSource = () => link.close();
+    log.info({ control, ...sidecar.addresses }, 'sluice proxy started');
+  } else {
+    const reloads = declarePolicyMetrics(sidecar.metrics).reloads;
+    // The watcher reports what it finds at start too, so an edit between our load and its first
+    // read is not missed; a policy identical to the one serving is not re-applied.
+    let serving = JSON.stringify(startPolicy);
+    const watcher = watchPolicyFile(path, {
+      emitInitial: true,
+      onPolicy: (policy) => {
+        const next = JSON.stringify(policy);
+        if (next === serving) return;
+        serving = next;
+        sidecar.applyPolicy(withOverrides(policy));
+      },
+      onInvalid: (errors) => {
+        reloads.labels({ result: 'rejected' }).inc();
+        log.error({ path, errors: errors.map(formatPolicyError) }, 'policy change rejected; the previous policy keeps serving');
+      },
+    });
+    await watcher.ready;
+    closeSource = async () => watcher.close();
+    log.info({ policy: path, ...sidecar.addresses }, 'sluice proxy started');
+  }
 
   let exitOnAdminShutdown: () => void = () => undefined;
   const exited = new Promise<number>((resolve) => {
@@ -136,7 +244,7 @@ export async function runProxy(argv: string[]): Promise<number> {
   function stop(reason: string): Promise<void> {
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down');
-      watcher.close();
+      await closeSource();
       await sidecar.shutdown();
       exitOnAdminShutdown();
     })();

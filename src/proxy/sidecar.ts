@@ -29,6 +29,8 @@ export interface SidecarOptions {
   readonly processMetrics?: boolean;
   /** Called when /shutdown is posted; the CLI drains and exits. */
   readonly onShutdownRequest?: () => void;
+  /** Further reasons the sidecar is not ready (waiting for its first policy from the config service). */
+  readonly notReady?: () => string[];
   /** Resolver functions for endpoint names (tests point them at a scripted DNS server). */
   readonly dns?: () => DnsFunctions;
 }
@@ -189,7 +191,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     admin = await startAdmin(current.admin, {
       registry,
       log,
-      notReady: () => (draining ? ['draining'] : []),
+      notReady: () => [...(draining ? ['draining'] : []), ...(opts.notReady?.() ?? [])],
       app: () => (inbound === undefined ? undefined : current.inbound.app),
       config: () => current,
       shutdown: () => opts.onShutdownRequest?.(),

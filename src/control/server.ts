@@ -1,0 +1,274 @@
+// `sluice control`: follows a git repository of policy files, validates each commit as a whole,
+// and pushes every connected sidecar its policy over one gRPC stream each. Stateless over git:
+// each replica follows the repository itself, so replicas run side by side and a sidecar may
+// connect to any of them. A bad commit never reaches a sidecar: the last good one keeps being
+// served, and the bad commit's SHA and errors are shown in the API, the logs and the metrics.
+import * as grpc from '@grpc/grpc-js';
+import { timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { counter, gauge, histogram } from '../telemetry/registry.ts';
+import { listen } from '../proxy/listen.ts';
+import { Fleet, type SidecarRecord } from './fleet.ts';
+import { GitFollower, type GitFollowError, type RepoSnapshot } from './git-follower.ts';
+import { buildPolicySet } from './policy-set.ts';
+import {
+  AUTH_METADATA,
+  POLICY_DISCOVERY_SERVICE,
+  SERVER_KEEPALIVE_OPTIONS,
+  type ControlMessage,
+  type ControlStream,
+  type SidecarMessage,
+} from './protocol.ts';
+import { fleetView, type FleetView } from './fleet-view.ts';
+
+export interface TlsFiles {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /** With a client CA, every sidecar must present a certificate it signed (mTLS). */
+  readonly clientCa?: Buffer | undefined;
+}
+
+export interface ControlOptions {
+  readonly repo: string;
+  readonly branch: string;
+  readonly subdir?: string | undefined;
+  readonly workDir: string;
+  readonly pollMs: number;
+  readonly debounceMs: number;
+  readonly gitTimeoutMs: number;
+  readonly grpc: { readonly host: string; readonly port: number };
+  readonly api: { readonly host: string; readonly port: number };
+  /** Bearer token every stream and API call must carry; undefined: no token (loopback tests). */
+  readonly token: string | undefined;
+  readonly tls?: TlsFiles | undefined;
+  readonly maxSidecars: number;
+  readonly log: Logger;
+}
+
+export interface ControlService {
+  readonly grpcPort: number;
+  readonly apiPort: number;
+  readonly fleet: Fleet;
+  readonly registry: Registry;
+  /** Fetch now (as the webhook does) and resolve when the commit, if new, was handled. */
+  refresh(): Promise<void>;
+  view(): FleetView;
+  close(): Promise<void>;
+}
+
+/** A stream that says nothing within this long after opening is closed. */
+const HELLO_TIMEOUT_MS = 10_000;
+const MAX_WEBHOOK_BODY = 1024 * 1024;
+
+function tokenMatches(expected: string, given: string | undefined): boolean {
+  if (given === undefined) return false;
+  const a = Buffer.from(`Bearer ${expected}`);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function declareMetrics(registry: Registry) {
+  return {
+    connected: gauge(registry, 'sluice_control_sidecars_connected', 'Sidecars with an open stream to this replica.', []),
+    commits: counter(registry, 'sluice_control_commits_total', 'Commits read from the policy repository, by result: applied or rejected (invalid).', ['result']),
+    commitInfo: gauge(registry, 'sluice_control_commit_info', 'The commit served (value 1), and the last rejected one (state="rejected").', ['commit', 'state']),
+    fetchErrors: counter(registry, 'sluice_control_fetch_errors_total', 'Failed fetches or reads of the policy repository, by code.', ['code']),
+    pushes: counter(registry, 'sluice_control_pushes_total', 'Policy updates sent to sidecars.', []),
+    answers: counter(registry, 'sluice_control_answers_total', 'Sidecar answers to updates: ack or nack.', ['result']),
+    ackSeconds: histogram(registry, 'sluice_control_ack_seconds', 'From sending an update until its ACK.', [], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+    refused: counter(registry, 'sluice_control_streams_refused_total', 'Streams refused, by why: unauthenticated, no_hello, full.', ['why']),
+  };
+}
+
+export async function startControl(opts: ControlOptions): Promise<ControlService> {
+  const { log } = opts;
+  const registry = new Registry();
+  const m = declareMetrics(registry);
+  let rejected: { commit: string; errors: readonly string[]; atMs: number } | undefined;
+
+  const fleet = new Fleet(
+    {
+      pushed: () => m.pushes.inc(),
+      acked: (r, latencyMs) => {
+        m.answers.labels({ result: 'ack' }).inc();
+        m.ackSeconds.observe(latencyMs / 1000);
+        log.info({ sidecar: r.id, version: r.appliedVersion, commit: r.appliedCommit }, 'sidecar applied policy');
+      },
+      nacked: (r) => {
+        m.answers.labels({ result: 'nack' }).inc();
+        log.warn({ sidecar: r.id, refused: r.lastError?.version, kept: r.lastError?.kept, errors: r.lastError?.errors, message: r.lastError?.message }, 'sidecar refused policy');
+      },
+    },
+    opts.maxSidecars,
+  );
+  (m.connected as unknown as { collect?: () => void }).collect = () => m.connected.set(fleet.connected);
+
+  function onSnapshot(s: RepoSnapshot): void {
+    const result = buildPolicySet(s.commit, s.files);
+    if (!result.ok) {
+      m.commits.labels({ result: 'rejected' }).inc();
+      if (rejected !== undefined) m.commitInfo.remove({ commit: rejected.commit, state: 'rejected' });
+      rejected = { commit: s.commit, errors: result.errors, atMs: Date.now() };
+      m.commitInfo.labels({ commit: s.commit, state: 'rejected' }).set(1);
+      log.error({ commit: s.commit, errors: result.errors, serving: fleet.set?.commit }, 'commit rejected; the last good commit keeps being served');
+      return;
+    }
+    const previous = fleet.set?.commit;
+    if (previous !== undefined) m.commitInfo.remove({ commit: previous, state: 'serving' });
+    m.commitInfo.labels({ commit: s.commit, state: 'serving' }).set(1);
+    m.commits.labels({ result: 'applied' }).inc();
+    // A good commit after a bad one: the bad one is history, not a current problem.
+    if (rejected !== undefined) {
+      m.commitInfo.remove({ commit: rejected.commit, state: 'rejected' });
+      rejected = undefined;
+    }
+    log.info({ commit: s.commit, policies: result.set.entries.map((e) => `${e.file}@${e.version}`) }, 'commit applied');
+    fleet.apply(result.set);
+  }
+
+  const follower = new GitFollower(
+    {
+      repo: opts.repo,
+      branch: opts.branch,
+      workDir: opts.workDir,
+      intervalMs: opts.pollMs,
+      debounceMs: opts.debounceMs,
+      timeoutMs: opts.gitTimeoutMs,
+      ...(opts.subdir === undefined ? {} : { subdir: opts.subdir }),
+      log,
+    },
+    {
+      snapshot: onSnapshot,
+      // Told once per outage; follower.lastError says whether it is still on.
+      error: (err: GitFollowError) => m.fetchErrors.labels({ code: err.code }).inc(),
+    },
+  );
+
+  function stream(call: ControlStream): void {
+    const peer = call.getPeer();
+    if (opts.token !== undefined && !tokenMatches(opts.token, call.metadata.get(AUTH_METADATA)[0] as string | undefined)) {
+      m.refused.labels({ why: 'unauthenticated' }).inc();
+      log.warn({ peer }, 'stream refused: missing or wrong bearer token');
+      call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: 'a valid bearer token is required' });
+      return;
+    }
+    let record: SidecarRecord | undefined;
+    const send = (msg: ControlMessage): void => {
+      call.write(msg);
+    };
+    const helloTimer = setTimeout(() => {
+      m.refused.labels({ why: 'no_hello' }).inc();
+      call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'the stream must open with a hello' });
+    }, HELLO_TIMEOUT_MS);
+    call.on('data', (msg: SidecarMessage) => {
+      if (record === undefined) {
+        const hello = msg.hello;
+        if (hello == null || hello.sidecarId === '') {
+          clearTimeout(helloTimer);
+          m.refused.labels({ why: 'no_hello' }).inc();
+          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'the first message must be a hello with a sidecar id' });
+          return;
+        }
+        clearTimeout(helloTimer);
+        record = fleet.connect(hello, send);
+        if (record === undefined) {
+          m.refused.labels({ why: 'full' }).inc();
+          call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `this replica serves at most ${opts.maxSidecars} sidecars` });
+          return;
+        }
+        // Headers now, so the sidecar knows it is connected before any update.
+        call.sendMetadata(new grpc.Metadata());
+        log.info({ sidecar: hello.sidecarId, service: hello.service, runs: hello.appliedVersion, peer }, 'sidecar connected');
+        return;
+      }
+      if (msg.ack != null) fleet.ack(record, msg.ack);
+      else if (msg.heartbeat?.health != null) fleet.heartbeat(record, msg.heartbeat.health);
+    });
+    const end = (): void => {
+      clearTimeout(helloTimer);
+      if (record !== undefined) {
+        fleet.disconnect(record, send);
+        log.info({ sidecar: record.id }, 'sidecar disconnected');
+      }
+    };
+    call.on('error', end);
+    call.on('end', () => {
+      end();
+      call.end();
+    });
+    call.on('cancelled', end);
+  }
+
+  const server = new grpc.Server(SERVER_KEEPALIVE_OPTIONS);
+  server.addService(POLICY_DISCOVERY_SERVICE, { stream });
+  const credentials =
+    opts.tls === undefined
+      ? grpc.ServerCredentials.createInsecure()
+      : grpc.ServerCredentials.createSsl(opts.tls.clientCa ?? null, [{ cert_chain: opts.tls.cert, private_key: opts.tls.key }], opts.tls.clientCa !== undefined);
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${opts.grpc.host.includes(':') ? `[${opts.grpc.host}]` : opts.grpc.host}:${opts.grpc.port}`, credentials, (err, port) => (err ? reject(err) : resolve(port))),
+  );
+
+  const view = (): FleetView => {
+    const fetchError = follower.lastError;
+    return fleetView(fleet, { repo: opts.repo, branch: opts.branch, rejected, fetchError: fetchError === undefined ? undefined : { code: fetchError.code, message: fetchError.message } });
+  };
+
+  const api = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://control');
+    const reply = (status: number, body: unknown, type = 'application/json'): void => {
+      const text = typeof body === 'string' ? body : `${JSON.stringify(body, null, 2)}\n`;
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    if (url.pathname === '/healthz') return reply(200, 'ok\n', 'text/plain');
+    if (url.pathname === '/readyz') {
+      // Ready once a good commit is there to hand out.
+      return fleet.set === undefined ? reply(503, 'no good commit yet\n', 'text/plain') : reply(200, 'ready\n', 'text/plain');
+    }
+    if (url.pathname === '/metrics') {
+      void registry.metrics().then((text) => reply(200, text, registry.contentType));
+      return;
+    }
+    if (opts.token !== undefined && !tokenMatches(opts.token, req.headers.authorization)) {
+      return reply(401, { error: 'a valid bearer token is required (Authorization: Bearer ...)' });
+    }
+    if (url.pathname === '/v1/fleet' && req.method === 'GET') return reply(200, view());
+    if (url.pathname === '/v1/refresh' && req.method === 'POST') {
+      // A webhook (GitHub, GitLab, Gitea: any POST): its body is not trusted or needed, only read.
+      let size = 0;
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_WEBHOOK_BODY) req.destroy();
+      });
+      req.on('end', () => {
+        follower.poke();
+        reply(202, { fetching: true });
+      });
+      return;
+    }
+    reply(404, { error: `no such endpoint: ${req.method} ${url.pathname}` });
+  });
+  const apiAddress = await listen(api, opts.api);
+
+  await follower.start();
+  log.info({ grpcPort, apiPort: apiAddress.port, repo: opts.repo, branch: opts.branch, commit: fleet.set?.commit }, 'sluice control started');
+
+  return {
+    grpcPort,
+    apiPort: (apiAddress as AddressInfo).port,
+    fleet,
+    registry,
+    refresh: () => follower.refresh(),
+    view,
+    async close() {
+      await follower.close();
+      server.forceShutdown();
+      api.closeAllConnections();
+      await new Promise<void>((resolve) => api.close(() => resolve()));
+    },
+  };
+}
