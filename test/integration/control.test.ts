@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { FleetView } from '../../src/control/fleet-view.ts';
 import { send } from '../support/http-client.ts';
 import { metricSum, parsePrometheus } from '../support/metrics.ts';
+import { makeCerts } from '../support/certs.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
 import { linkedSidecar, policyDoc, policyRepo, startTestControl, until, type LinkedSidecar } from '../support/control.ts';
 
@@ -187,5 +188,46 @@ describe('sluice control: bad input', () => {
     expect(view.rejected?.commit).toBe(bad);
     expect(view.rejected?.errors.some((e) => e.startsWith('broken.yaml:'))).toBe(true);
     expect(view.rejected?.errors).toContainEqual(expect.stringMatching(/^typo\.yaml:\d+:\d+: spec\.outbound\.defualts: unknown field; did you mean defaults\?$/));
+  });
+});
+
+describe('sluice control: replicas and TLS', () => {
+  it('lets a sidecar fail over to another replica, which pushes the next commit', async () => {
+    const repo = track(await policyRepo());
+    await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-v1' }) });
+    const a = await startTestControl(repo);
+    const b = track(await startTestControl(repo));
+    const s = track(await linkedSidecar({ id: 's', controlPort: a.grpcPort, morePorts: [b.grpcPort] }));
+    await until(() => deadlineOf(s) === 'x-v1', 'v1 from replica a');
+    expect((await fleet(a.apiPort)).sidecars.map((x) => x.id)).toEqual(['s']);
+    await a.close();
+    await until(async () => (await fleet(b.apiPort)).sidecars[0]?.connected === true, 'the sidecar on replica b');
+    // It said what it runs: b sent nothing for v1.
+    expect(metricSum(parsePrometheus((await send({ port: b.apiPort, path: '/metrics' })).text), 'sluice_control_pushes_total')).toBe(0);
+    await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-v2' }) });
+    await b.refresh();
+    await until(() => deadlineOf(s) === 'x-v2', 'v2 from replica b');
+    // Health arrives on the stream.
+    await until(async () => (await fleet(b.apiPort)).sidecars[0]?.health?.state === 'ready', 'a heartbeat');
+  });
+
+  it('serves over TLS, and with mTLS refuses a sidecar without a client certificate', async () => {
+    const certs = track(await makeCerts());
+    const repo = track(await policyRepo());
+    await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-tls' }) });
+    const tlsOnly = track(await startTestControl(repo, { tls: { cert: certs.serverCert, key: certs.serverKey } }));
+    const ok = track(await linkedSidecar({ id: 'tls', controlPort: tlsOnly.grpcPort, tls: { ca: certs.ca } }));
+    await until(() => deadlineOf(ok) === 'x-tls', 'the push over TLS');
+    const distrustful = track(await linkedSidecar({ id: 'wrong-ca', controlPort: tlsOnly.grpcPort, tls: { ca: certs.otherCa } }));
+
+    const mtls = track(await startTestControl(repo, { tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca } }));
+    const withCert = track(await linkedSidecar({ id: 'mtls', controlPort: mtls.grpcPort, tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } }));
+    const without = track(await linkedSidecar({ id: 'no-cert', controlPort: mtls.grpcPort, tls: { ca: certs.ca } }));
+    await until(() => deadlineOf(withCert) === 'x-tls', 'the push over mTLS');
+    // Give the refused ones the time the accepted one took, and more: still nothing.
+    await until(async () => (await fleet(mtls.apiPort)).sidecars.length === 1, 'only the sidecar with a certificate known');
+    expect(deadlineOf(without)).not.toBe('x-tls');
+    expect(deadlineOf(distrustful)).not.toBe('x-tls');
+    expect((await fleet(tlsOnly.apiPort)).sidecars.map((x) => x.id)).toEqual(['tls']);
   });
 });

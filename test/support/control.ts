@@ -122,7 +122,10 @@ export interface LinkSpec {
   readonly service?: string;
   readonly labels?: Record<string, string>;
   readonly controlPort: number;
+  /** Further replicas to fail over to. */
+  readonly morePorts?: readonly number[];
   readonly token?: string;
+  readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
   readonly stateDir?: string;
   /** The policy the sidecar starts on (its file); default: the test base policy. */
   readonly start?: SpecOverrides;
@@ -148,7 +151,8 @@ export async function linkedSidecar(spec: LinkSpec): Promise<LinkedSidecar> {
     log: silentLogger,
     draining: () => false,
     client: {
-      targets: [`127.0.0.1:${spec.controlPort}`],
+      targets: [spec.controlPort, ...(spec.morePorts ?? [])].map((p) => `127.0.0.1:${p}`),
+      tls: spec.tls,
       identity: { sidecarId: spec.id, service: spec.service ?? '', labels: spec.labels ?? {}, sluiceVersion: 'test' },
       token: spec.token,
       heartbeatMs: 100,
