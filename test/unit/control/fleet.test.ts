@@ -116,3 +116,18 @@ describe('fleet', () => {
     expect(t.fleet.connect(hello('c'), t.send)).toBeUndefined();
   });
 });
+
+describe('the example policy repository (config/examples/policy-repo)', () => {
+  it('is a valid set, and selects as its comments say', async () => {
+    const { readdir, readFile } = await import('node:fs/promises');
+    const dir = new URL('../../../config/examples/policy-repo/', import.meta.url);
+    const names = (await readdir(dir)).filter((n) => n.endsWith('.yaml')).sort();
+    const files = await Promise.all(names.map(async (path) => ({ path, text: await readFile(new URL(path, dir), 'utf8') })));
+    const r = buildPolicySet('example', files);
+    if (!r.ok) throw new Error(r.errors.join('\n'));
+    const pick = (service: string, labels: Record<string, string> = {}) => selectPolicy(r.set, { service, labels })?.policy.name;
+    expect(pick('billing')).toBe('defaults');
+    expect(pick('orders')).toBe('orders');
+    expect(pick('orders', { track: 'canary' })).toBe('orders-canary');
+  });
+});
