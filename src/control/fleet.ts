@@ -78,42 +78,25 @@ export class Fleet {
   connect(hello: Hello, send: (m: ControlMessage) => void): SidecarRecord | undefined {
     this.#forget();
     const now = this.#now();
+    // What the hello says is the truth now, also on a reconnect (to this replica or from another).
+    const said = {
+      service: hello.service,
+      labels: hello.labels,
+      sluiceVersion: hello.sluiceVersion,
+      connected: true,
+      connectedAtMs: now,
+      lastSeenMs: now,
+      appliedVersion: hello.appliedVersion,
+      appliedCommit: hello.appliedCommit,
+      pending: undefined,
+      send,
+    };
     let r = this.#records.get(hello.sidecarId);
     if (r === undefined) {
       if (this.#records.size >= this.#maxSidecars) return undefined;
-      r = {
-        id: hello.sidecarId,
-        service: hello.service,
-        labels: hello.labels,
-        sluiceVersion: hello.sluiceVersion,
-        connected: true,
-        connectedAtMs: now,
-        lastSeenMs: now,
-        appliedVersion: hello.appliedVersion,
-        appliedCommit: hello.appliedCommit,
-        desired: undefined,
-        pending: undefined,
-        rejectedVersion: undefined,
-        lastError: undefined,
-        health: undefined,
-        send,
-      };
+      r = { id: hello.sidecarId, ...said, desired: undefined, rejectedVersion: undefined, lastError: undefined, health: undefined };
       this.#records.set(r.id, r);
-    } else {
-      // A reconnect (to this replica or from another): what it says it runs is the truth now.
-      Object.assign(r, {
-        service: hello.service,
-        labels: hello.labels,
-        sluiceVersion: hello.sluiceVersion,
-        connected: true,
-        connectedAtMs: now,
-        lastSeenMs: now,
-        appliedVersion: hello.appliedVersion,
-        appliedCommit: hello.appliedCommit,
-        pending: undefined,
-        send,
-      });
-    }
+    } else Object.assign(r, said);
     this.#sync(r);
     return r;
   }

@@ -144,30 +144,23 @@ export class Field {
   map(known: readonly string[]): MapView | Bad {
     if (this.isEmpty()) return new MapView(this, new Map());
     if (this.isOff()) return this.fail('cannot be off; must be a map');
-    if (!isMap(this.node)) return this.fail(`must be a map, ${this.got()}`);
-    const entries = new Map<string, Field>();
-    for (const pair of this.node.items) {
-      const key = this.reader.resolve(pair.key);
-      const keyOffset = (key as Node | null)?.range?.[0] ?? this.offset;
-      const name = isScalar(key) ? key.value : undefined;
-      if (typeof name !== 'string') {
-        this.reader.report(keyOffset, this.path, `map keys must be field names, got ${String(name)}`);
-        continue;
-      }
-      const path = this.path ? `${this.path}.${name}` : name;
-      if (!known.includes(name)) {
-        const hint = didYouMean(name, known);
-        this.reader.report(keyOffset, path, `unknown field${hint || `; known fields are ${known.join(', ')}`}`);
-        continue;
-      }
-      entries.set(name, this.child(path, pair.value, keyOffset));
-    }
-    return new MapView(this, entries);
+    const entries = this.#entries('field names', (name, path, keyOffset) => {
+      if (known.includes(name)) return true;
+      const hint = didYouMean(name, known);
+      this.reader.report(keyOffset, path, `unknown field${hint || `; known fields are ${known.join(', ')}`}`);
+      return false;
+    });
+    return entries === BAD ? BAD : new MapView(this, entries);
   }
 
   /** A map whose keys are data, not field names (labels): every entry, each a field of its own. */
   entries(): ReadonlyMap<string, Field> | Bad {
     if (this.isEmpty()) return new Map();
+    return this.#entries('strings', () => true);
+  }
+
+  /** The map's entries with string keys that `keep` accepts; other keys are reported. */
+  #entries(keysMustBe: string, keep: (name: string, path: string, keyOffset: number) => boolean): Map<string, Field> | Bad {
     if (!isMap(this.node)) return this.fail(`must be a map, ${this.got()}`);
     const entries = new Map<string, Field>();
     for (const pair of this.node.items) {
@@ -175,10 +168,11 @@ export class Field {
       const keyOffset = (key as Node | null)?.range?.[0] ?? this.offset;
       const name = isScalar(key) ? key.value : undefined;
       if (typeof name !== 'string') {
-        this.reader.report(keyOffset, this.path, `map keys must be strings, got ${String(name)}`);
+        this.reader.report(keyOffset, this.path, `map keys must be ${keysMustBe}, got ${String(name)}`);
         continue;
       }
-      entries.set(name, this.child(`${this.path}.${name}`, pair.value, keyOffset));
+      const path = this.path ? `${this.path}.${name}` : name;
+      if (keep(name, path, keyOffset)) entries.set(name, this.child(path, pair.value, keyOffset));
     }
     return entries;
   }
