@@ -1,5 +1,6 @@
 // Parameters of the overhead benchmark (bench/run.ts), from the environment; bench/README.md
-// lists them. Read once at start-up, shared by the HTTP/1.1 and the HTTP/2 / gRPC scenarios.
+// lists them. Read once at start-up, shared by the HTTP/1.1, the HTTP/2 / gRPC and the
+// propagation scenarios.
 import { envList, envNice, envNum, sluiceNodeFlags } from './lib/procs.ts';
 
 export const P = {
@@ -35,4 +36,16 @@ export const P = {
   grpcStreamConcurrency: envNum('BENCH_GRPC_STREAM_CONCURRENCY', 16),
   grpcStreamMessages: envNum('BENCH_GRPC_STREAM_MESSAGES', 100),
   grpcMessageBytes: envNum('BENCH_GRPC_MESSAGE_BYTES', 4096),
+
+  // Config propagation (bench/propagation.ts): simulated sidecars on one config service.
+  /** Sidecars connected to the service, all selected by the same policy. */
+  propagationSidecars: envNum('BENCH_PROPAGATION_SIDECARS', 200),
+  /** Commits pushed, one after the other, each measured until the whole fleet runs it. */
+  propagationRounds: envNum('BENCH_PROPAGATION_ROUNDS', 5),
+  /** Processes the simulated sidecars are spread over (all on the load core). */
+  propagationProcesses: envNum('BENCH_PROPAGATION_PROCESSES', 1),
+  /** Bound on every wait of the scenario (start-up, each round), seconds. */
+  propagationTimeoutSeconds: envNum('BENCH_PROPAGATION_TIMEOUT_SECONDS', 30),
+  /** Heartbeat interval of the simulated sidecars (sluice proxy's is 5000 ms). */
+  propagationHeartbeatMs: envNum('BENCH_PROPAGATION_HEARTBEAT_MS', 5000),
 };

@@ -6,20 +6,29 @@ import { NODE, fmt, loadAverage, onPath, proxyVersions, sluiceRevision, versionO
 import type { RowResult, Scenario } from './overhead-rows.ts';
 import { P } from './overhead-params.ts';
 
-export function header(scenarios: readonly Scenario[]): string {
+/** Date, machine, node and sluice revision, and the quiet wait: true of every table of the run. */
+export function commonHeader(): string[] {
   const cpus = os.cpus();
+  return [
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB RAM, ${os.type()} ${os.release()}, load average at start ${loadAverage()}`,
+    `- node: ${versionOf(NODE, ['--version'])} (${NODE}); sluice ${sluiceRevision()}`,
+    `- before each measured phase the bench waits up to ${P.quietWaitSeconds}s for both CPUs to be idle (BENCH_QUIET_WAIT_SECONDS; 0 = don't wait)${P.nice === undefined ? '' : `; all bench processes at nice ${P.nice} (BENCH_NICE) to keep other work on the machine from interfering`}`,
+  ];
+}
+
+/** The run's header; without overhead scenarios (only the propagation table) the common lines alone. */
+export function header(scenarios: readonly Scenario[]): string {
+  if (scenarios.length === 0) return ['## sluice benchmark', '', ...commonHeader()].join('\n');
   const h2 = scenarios.some((sc) => sc.id !== 'http1');
   const tools = [versionOf('wrk', ['-v']), ...(onPath('h2load') === undefined ? [] : [versionOf('h2load', ['--version'])])];
   const lines = [
     '## sluice overhead benchmark',
     '',
-    `- date: ${new Date().toISOString()}`,
-    `- machine: ${cpus.length} × ${cpus[0]?.model ?? 'unknown CPU'}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB RAM, ${os.type()} ${os.release()}, load average at start ${loadAverage()}`,
-    `- node: ${versionOf(NODE, ['--version'])} (${NODE}); sluice ${sluiceRevision()}`,
+    ...commonHeader(),
     `- tools: ${tools.join('; ')}; ${proxyVersions()}`,
     `- sluice: \`node ${[...P.sluiceNodeFlags, 'dist/main.js'].join(' ')} proxy --policy <generated>\` (BENCH_SLUICE_NODE_FLAGS), default log level; outbound upstream \`bench\` with default timeouts/retries, \`unknownHosts: reject\`${h2 ? '; HTTP/2 and gRPC tables: `protocol: http2` on the upstream and on the inbound app' : ''}`,
-    `- before each measured phase the bench waits up to ${P.quietWaitSeconds}s for both CPUs to be idle (BENCH_QUIET_WAIT_SECONDS; 0 = don't wait)`,
-    `- pinning: load generator on CPU ${P.loadCpu}; upstream and proxies on CPU ${P.serverCpu} (taskset)${P.nice === undefined ? '' : `; all bench processes at nice ${P.nice} (BENCH_NICE) to keep other work on the machine from interfering`}`,
+    `- pinning: load generator on CPU ${P.loadCpu}; upstream and proxies on CPU ${P.serverCpu} (taskset)`,
     ...scenarios.flatMap((sc) => sc.headerLines()),
     `- proxy CPU: utime+stime from /proc/PID/stat of the proxy process tree over the saturation run ÷ requests (calls, messages) the generator completed in it (CLK_TCK ${CLK_TCK}: resolution ${fmt(1000 / CLK_TCK, 0)} ms of CPU per run)`,
     '- peak RSS: VmHWM from /proc/PID/status at the end of the row, summed over the proxy processes (nginx master+worker; both sidecars in the outbound→inbound row)',

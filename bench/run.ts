@@ -5,8 +5,9 @@
 // Scenarios: HTTP/1.1 (wrk), HTTP/2 h2c (h2load), gRPC unary and gRPC server streaming
 // (grpc-js). Rows of each: direct (load -> upstream), sluice outbound, sluice outbound ->
 // inbound (two sidecars), nginx and haproxy when installed. The load generator runs on one core,
-// the upstream and the proxy under test on the other. Everything started here is stopped by PID
-// at the end, also on error or Ctrl-C.
+// the upstream and the proxy under test on the other. Then config propagation
+// (./propagation.ts): a commit to simulated sidecars through `sluice control`, one table of
+// rounds. Everything started here is stopped by PID at the end, also on error or Ctrl-C.
 import path from 'node:path';
 import type { BenchOutcome } from './lib/procs.ts';
 import { NODE, Proc, ROOT, checkNice, checkPlatform, freePort, isAborting, makeTmpDir, onPath, pinSelf, pinned, runMain, waitFor } from './lib/procs.ts';
@@ -14,10 +15,15 @@ import { HTTP1 } from './overhead-http1.ts';
 import { GRPC_STREAM, GRPC_UNARY, H2 } from './overhead-h2.ts';
 import { P } from './overhead-params.ts';
 import { header, table } from './overhead-report.ts';
+import { PROPAGATION_TITLE, propagationTable } from './propagation-report.ts';
+import type { PropagationResult } from './propagation.ts';
+import { propagationSkip, runPropagation } from './propagation.ts';
 import type { RowResult, Scenario } from './overhead-rows.ts';
 import { runRow, selected } from './overhead-rows.ts';
 
 const SCENARIOS: readonly Scenario[] = [HTTP1, H2, GRPC_UNARY, GRPC_STREAM];
+/** BENCH_ROWS name of the propagation table (it has no rows of its own to pick). */
+const PROPAGATION = 'propagation';
 
 /** The load tool a scenario needs that is not installed, as a skip reason. */
 function toolMissing(sc: Scenario): string | undefined {
@@ -28,7 +34,7 @@ function toolMissing(sc: Scenario): string | undefined {
 
 /** BENCH_ROWS names: each scenario's groups and its prefixed row ids. A typo fails the run. */
 function checkRowNames(): void {
-  const known = new Set(SCENARIOS.flatMap((sc) => [...sc.groups, ...sc.targets.map((t) => sc.rowPrefix + t.id)]));
+  const known = new Set([...SCENARIOS.flatMap((sc) => [...sc.groups, ...sc.targets.map((t) => sc.rowPrefix + t.id)]), PROPAGATION]);
   const unknown = P.rows.filter((r) => !known.has(r));
   if (unknown.length > 0) throw new Error(`BENCH_ROWS: unknown ${unknown.join(', ')}; known: ${[...known].join(', ')}`);
 }
@@ -75,13 +81,23 @@ async function main(): Promise<BenchOutcome> {
     await server.proc.stop();
     sections.push({ sc, results });
   }
+  let propagation: { result?: PropagationResult; skipped?: string } | undefined;
+  if (P.rows.length === 0 || P.rows.includes(PROPAGATION)) {
+    if (isAborting()) throw new Error('interrupted');
+    const missing = propagationSkip();
+    if (missing !== undefined && P.rows.length > 0) throw new Error(`${PROPAGATION_TITLE}: ${missing}`);
+    if (missing !== undefined) process.stderr.write(`[bench] ${PROPAGATION_TITLE}: skipped: ${missing}\n`);
+    propagation = missing === undefined ? { result: await runPropagation(tmp) } : { skipped: missing };
+  }
   // The report (git, tool versions) is written after runMain has stopped everything.
   const report = (): string =>
     [
       header(sections.filter((s) => s.results !== undefined).map((s) => s.sc)),
       ...sections.map((s) => (s.results === undefined ? `### ${s.sc.title}\n\nskipped: ${s.skipped ?? ''}` : table(s.sc, s.results))),
+      ...(propagation === undefined ? [] : [propagation.result === undefined ? `### ${PROPAGATION_TITLE}\n\nskipped: ${propagation.skipped ?? ''}` : propagationTable(propagation.result)]),
     ].join('\n\n');
-  return { report, failed: sections.some((s) => s.results?.some((r) => r.error !== undefined)) };
+  const propagationFailed = propagation?.result !== undefined && (propagation.result.error !== undefined || propagation.result.rounds.some((r) => r.error !== undefined));
+  return { report, failed: propagationFailed || sections.some((s) => s.results?.some((r) => r.error !== undefined)) };
 }
 
 runMain('bench', main);
