@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ControlClient, type ApplyResult } from '../src/control/client.ts';
-import { KEEPALIVE_OPTIONS, type Health, type PolicyUpdate } from '../src/control/protocol.ts';
+import type { Health, PolicyUpdate } from '../src/control/protocol.ts';
 import { formatPolicyError, parsePolicy } from '../src/policy/parse.ts';
 import { listenLoopback, replyJson } from './lib/serve.ts';
 
@@ -41,7 +41,7 @@ if (!Number.isFinite(heartbeatMs) || heartbeatMs < 100) throw new Error(`--heart
 // grpc-js shares one connection between channels to the same address. Real sidecars are separate
 // processes with a connection each, and the service's per-stream work (HTTP/2 frames, writes) is
 // what is measured, so every simulated sidecar gets its own subchannel pool, hence connection.
-(KEEPALIVE_OPTIONS as Record<string, unknown>)['grpc.use_local_subchannel_pool'] = 1;
+const OWN_CONNECTION = { 'grpc.use_local_subchannel_pool': 1 };
 
 const now = (): number => Date.now();
 const log = pino({ level: 'warn', base: { service: 'propagation-sidecars' } }, pino.destination(2));
@@ -53,6 +53,7 @@ const HEALTH: Health = {
   breakers: [],
   credits: [],
   budgetExhaustedTotal: 0,
+  budgets: [],
   state: 'ready',
 };
 
@@ -94,6 +95,7 @@ for (let i = first; i < first + count; i++) {
     targets: [values.target],
     identity: { sidecarId: id, service: values.service, labels: { app: values.service }, sluiceVersion: 'bench' },
     heartbeatMs,
+    channelOptions: OWN_CONNECTION,
     backoff: { baseMs: 250, capMs: 10_000 },
     log,
     applied: () => applied,

@@ -20,6 +20,8 @@ function health(s: SidecarView): string {
   const parts = [h.state, `${h.requestsPerSecond.toFixed(1)} req/s`, `${h.errorsPerSecond.toFixed(1)} err/s`];
   if (h.refusalsPerSecond > 0) parts.push(`${h.refusalsPerSecond.toFixed(1)} refused/s`);
   if (open.length > 0) parts.push(`breaker ${open.join(', ')}`);
+  const exhausted = h.budgets.filter((b) => b.available === 0).map((b) => b.upstream);
+  if (exhausted.length > 0) parts.push(`retry budget exhausted: ${exhausted.join(', ')}`);
   return parts.join(', ');
 }
 

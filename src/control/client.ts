@@ -27,6 +27,8 @@ export interface ControlClientOptions {
   /** TLS to the service: its CA, and our certificate for mTLS. Insecure when undefined. */
   readonly tls?: { readonly ca?: Buffer | undefined; readonly cert?: Buffer | undefined; readonly key?: Buffer | undefined } | undefined;
   readonly heartbeatMs: number;
+  /** Further grpc-js channel options (a simulator's own connection per client, say). */
+  readonly channelOptions?: grpc.ChannelOptions | undefined;
   readonly backoff: { readonly baseMs: number; readonly capMs: number };
   readonly log: Logger;
   /** What runs now. */
@@ -80,7 +82,7 @@ export class ControlClient {
   #connect(): void {
     if (this.#closed) return;
     const target = this.#o.targets[this.#target % this.#o.targets.length] as string;
-    const client = new PolicyDiscovery(target, this.#credentials(), KEEPALIVE_OPTIONS);
+    const client = new PolicyDiscovery(target, this.#credentials(), { ...KEEPALIVE_OPTIONS, ...this.#o.channelOptions });
     this.#client = client;
     const metadata = new grpc.Metadata();
     if (this.#o.token !== undefined) metadata.set(AUTH_METADATA, `Bearer ${this.#o.token}`);

@@ -67,6 +67,9 @@ export function healthReader(registry: Registry, state: () => string, now: () =>
       credits: [...credits].map(([upstream, c]): CreditState => ({ upstream, ...c })),
       budgetExhaustedTotal: sum(metrics, 'sluice_retries_refused_total', (l) => l['why'] === 'budget'),
       state: state(),
+      budgets: metrics
+        .filter((m) => m.name === 'sluice_retry_budget_available')
+        .flatMap((m) => m.values.map((v) => ({ upstream: String(v.labels['upstream']), available: v.value }))),
     };
   };
 }

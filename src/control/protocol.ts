@@ -42,6 +42,11 @@ export interface CreditState {
   readonly waiting: number;
 }
 
+export interface BudgetLevel {
+  readonly upstream: string;
+  readonly available: number;
+}
+
 export interface Health {
   readonly requestsPerSecond: number;
   readonly errorsPerSecond: number;
@@ -50,6 +55,7 @@ export interface Health {
   readonly credits: readonly CreditState[];
   readonly budgetExhaustedTotal: number;
   readonly state: string;
+  readonly budgets: readonly BudgetLevel[];
 }
 
 export interface SidecarMessage {
@@ -96,11 +102,11 @@ export const AUTH_METADATA = 'authorization';
  * Keepalive on both ends: a connection that died without a FIN (a node gone, a partition) is
  * noticed within about 15 s, and the sidecar reconnects to another replica.
  */
-export const KEEPALIVE_OPTIONS: grpc.ChannelOptions = {
+export const KEEPALIVE_OPTIONS: grpc.ChannelOptions = Object.freeze({
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
-};
+});
 
 export const SERVER_KEEPALIVE_OPTIONS: grpc.ChannelOptions = {
   ...KEEPALIVE_OPTIONS,

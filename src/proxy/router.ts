@@ -309,6 +309,11 @@ export class OutboundRouter {
     );
     // One budget for all forwarded unknown hosts: they share the defaults' meaning.
     this.#passthroughBudget = carryBudget(this.#passthroughBudget, out.defaults.retryBudget, this.#deps.clock);
+    const live = this.#deps.metrics.retry.budgets;
+    live.clear();
+    for (const [name, budget] of this.#budgets) live.set(name, budget);
+    // Forwarded unknown hosts share one budget, under the one label 'passthrough'.
+    if (this.#passthroughBudget !== undefined) live.set('passthrough', this.#passthroughBudget);
     for (const [name, kept] of previous.sets) if (!this.#sets.has(name)) kept.set?.retire();
     for (const [name, g] of previous.guards) if (!this.#guards.has(name)) g.retire();
     for (const [name, r] of previous.resolutions) if (this.#resolutions.get(name) !== r) r.watcher?.close();

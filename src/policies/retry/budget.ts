@@ -143,6 +143,17 @@ export class RetryBudget {
     return this.#tokens;
   }
 
+  /**
+   * Retries the budget would admit now, one after another: what is left of the ratio in the
+   * window plus whole floor tokens, at most the free concurrency. 0 means exhausted.
+   */
+  available(): number {
+    const now = this.#clock.now();
+    this.#refill(now);
+    const byRatio = Math.max(0, Math.floor(this.#policy.ratio * this.#window.sum(REQUESTS, now) - this.#window.sum(RETRIES, now)));
+    return Math.min(byRatio + Math.floor(this.#tokens), Math.max(0, this.#policy.maxConcurrentRetries - this.#concurrent));
+  }
+
   /** Continuous refill since the last refill; a clock running backwards refills nothing. */
   #refill(now: number): void {
     const elapsedMs = now - this.#lastRefillMs;

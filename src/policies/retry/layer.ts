@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import type { Counter, Registry } from 'prom-client';
 import { classifyError, classifyResponse, isRetryable, type FailureKind, type Verdict } from '../../stack/classify.ts';
 import { cancellableSleep, type Clock, type Direction, type Layer, type ProxyRequest, type ProxyResponse, type RequestContext } from '../../stack/types.ts';
-import { counter } from '../../telemetry/registry.ts';
+import { counter, gauge } from '../../telemetry/registry.ts';
 import type { RetryPolicy } from '../../policy/types.ts';
 import { backoffMs } from './backoff.ts';
 import type { RetryBudget } from './budget.ts';
@@ -19,10 +19,20 @@ import { parsePushbackMs } from '../../stack/grpc.ts';
 export interface RetryMetrics {
   readonly retries: Counter<'direction' | 'upstream' | 'reason'>;
   readonly refused: Counter<'direction' | 'upstream' | 'why'>;
+  /** Every live upstream's budget, read when Prometheus scrapes: nothing is counted per retry. */
+  readonly budgets: Map<string, RetryBudget>;
 }
 
 export function declareRetryMetrics(registry: Registry): RetryMetrics {
+  const budgets = new Map<string, RetryBudget>();
+  const available = gauge(registry, 'sluice_retry_budget_available', 'Retries each upstream\'s retry budget would admit now (0: exhausted).', ['upstream']);
+  // prom-client calls collect() on the gauge before each scrape.
+  (available as unknown as { collect?: () => void }).collect = () => {
+    available.reset();
+    for (const [upstream, b] of budgets) available.labels({ upstream }).set(b.available());
+  };
   return {
+    budgets,
     retries: counter(registry, 'sluice_retries_total', 'Retries started, by the failure that caused them.', [
       'direction',
       'upstream',

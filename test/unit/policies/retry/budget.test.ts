@@ -397,3 +397,23 @@ describe('RetryBudget reconfigure', () => {
     expect(drain(budget)).toBe(1);
   });
 });
+
+describe('RetryBudget.available (the level the health report and the gauge show)', () => {
+  it('counts what is left of the ratio and the floor, capped by free concurrency', () => {
+    const { budget, clock } = setup({ ratio: 0.5, minRetriesPerSecond: 2, maxConcurrentRetries: 3 });
+    expect(budget.available()).toBe(2); // a full floor, no requests yet
+    for (let i = 0; i < 4; i++) budget.recordRequest();
+    expect(budget.available()).toBe(3); // 2 by ratio + 2 floor, at most 3 at once
+    expect(budget.tryAcquire()).toBe(true);
+    expect(budget.tryAcquire()).toBe(true);
+    expect(budget.tryAcquire()).toBe(true);
+    expect(budget.available()).toBe(0); // concurrency full
+    budget.release();
+    budget.release();
+    budget.release();
+    // Ratio spent (2 of 2), one floor token used: one left.
+    expect(budget.available()).toBe(1);
+    clock.advance(500);
+    expect(budget.available()).toBe(2);
+  });
+});
