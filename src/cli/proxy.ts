@@ -36,7 +36,7 @@ Following a config service (sluice control) instead of the file:
   --service NAME        this sidecar's service, for policy selectors          (env SLUICE_SERVICE)
   --labels K=V,...      this pod's labels, for policy selectors               (env SLUICE_LABELS)
   --labels-file FILE    labels in the Downward API format (key="value" lines) (env SLUICE_LABELS_FILE)
-  --sidecar-id ID       this sidecar's id in the fleet (env POD_NAME; default host name)
+  --sidecar-id ID       this sidecar's id in the fleet (env POD_NAME; default host name and pid)
   -h, --help            this help
 
 Signals: SIGTERM/SIGINT drain (readiness fails, listeners stop accepting, in-flight requests get
@@ -183,7 +183,8 @@ export async function runProxy(argv: string[]): Promise<number> {
       client: {
         targets: control.split(',').map((t) => t.trim()).filter((t) => t !== ''),
         identity: {
-          sidecarId: values['sidecar-id'] ?? env.POD_NAME ?? hostname(),
+          // As the proto says: stable per pod; two sidecars on one host (no POD_NAME) differ by pid.
+          sidecarId: values['sidecar-id'] ?? env.POD_NAME ?? `${hostname()}-${process.pid}`,
           service: values.service ?? env.SLUICE_SERVICE ?? '',
           labels,
           sluiceVersion: SLUICE_VERSION,

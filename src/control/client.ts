@@ -88,15 +88,24 @@ export class ControlClient {
     if (this.#o.token !== undefined) metadata.set(AUTH_METADATA, `Bearer ${this.#o.token}`);
     const stream = (client as unknown as { stream(md: grpc.Metadata): SidecarStream }).stream(metadata);
     this.#stream = stream;
-    this.#openedAt = performance.now();
+    this.#openedAt = Infinity;
     const applied = this.#o.applied();
     const hello: SidecarMessage = { hello: { ...this.#o.identity, appliedVersion: applied.version, appliedCommit: applied.commit } };
     stream.write(hello);
-    stream.on('metadata', () => this.#setConnected(true));
+    stream.on('metadata', () => {
+      // Back-off starts over only for a connection that stayed up: measured from here, not
+      // from dialling (a black-holed address takes long to fail without ever connecting).
+      this.#openedAt = performance.now();
+      this.#setConnected(true);
+    });
     stream.on('data', (msg: ControlMessage) => {
       this.#setConnected(true);
       const update = msg.update;
-      if (update != null) this.#applying = this.#applying.then(() => this.#answer(stream, update));
+      if (update != null) {
+        this.#applying = this.#applying
+          .then(() => this.#answer(stream, update))
+          .catch((err: unknown) => this.#o.log.error({ err }, 'could not answer a policy update'));
+      }
     });
     stream.on('error', (err: grpc.ServiceError) => {
       if (this.#closed) return;
@@ -105,7 +114,9 @@ export class ControlClient {
       this.#retry(stream);
     });
     stream.on('end', () => this.#retry(stream));
-    this.#heartbeat ??= setInterval(() => void this.#beat(), this.#o.heartbeatMs);
+    this.#heartbeat ??= setInterval(() => {
+      this.#beat().catch((err: unknown) => this.#o.log.warn({ err }, 'could not send a heartbeat'));
+    }, this.#o.heartbeatMs);
     this.#heartbeat.unref?.();
   }
 

@@ -89,15 +89,22 @@ export class Fleet {
       appliedVersion: hello.appliedVersion,
       appliedCommit: hello.appliedCommit,
       pending: undefined,
+      // A new stream starts over, as in xDS: a version refused before (by an older release of
+      // the sidecar, say) is offered again.
+      rejectedVersion: undefined,
       send,
     };
     let r = this.#records.get(hello.sidecarId);
     if (r === undefined) {
-      if (this.#records.size >= this.#maxSidecars) return undefined;
-      r = { id: hello.sidecarId, ...said, desired: undefined, rejectedVersion: undefined, lastError: undefined, health: undefined };
+      if (this.connected >= this.#maxSidecars) return undefined;
+      // Room is for connected sidecars: the oldest one remembered after leaving makes way.
+      if (this.#records.size >= this.#maxSidecars) this.#evictOldestGone();
+      r = { id: hello.sidecarId, ...said, desired: undefined, lastError: undefined, health: undefined };
       this.#records.set(r.id, r);
     } else Object.assign(r, said);
-    this.#sync(r);
+    // The first answer on a stream is always the current policy, even one it already runs: the
+    // sidecar then knows it is in sync (a sidecar that waits for its first policy becomes ready).
+    this.#sync(r, true);
     return r;
   }
 
@@ -129,13 +136,15 @@ export class Fleet {
         atMs: this.#now(),
       };
       this.#events.nacked(record);
-      return;
+    } else {
+      record.appliedVersion = pending.version;
+      record.appliedCommit = pending.commit;
+      record.lastError = undefined;
+      record.rejectedVersion = undefined;
+      this.#events.acked(record, this.#now() - pending.sentAtMs);
     }
-    record.appliedVersion = pending.version;
-    record.appliedCommit = pending.commit;
-    record.lastError = undefined;
-    record.rejectedVersion = undefined;
-    this.#events.acked(record, this.#now() - pending.sentAtMs);
+    // The policy may have moved on while this update was on its way (a revert): catch up.
+    this.#sync(record);
   }
 
   heartbeat(record: SidecarRecord, health: Health): void {
@@ -149,7 +158,8 @@ export class Fleet {
     for (const r of this.#records.values()) this.#sync(r);
   }
 
-  #sync(r: SidecarRecord): void {
+  /** `confirm`: send the desired policy even when the sidecar runs it (the first answer on a stream). */
+  #sync(r: SidecarRecord, confirm = false): void {
     const set = this.#set;
     if (set === undefined) return;
     const entry = selectPolicy(set, r);
@@ -160,7 +170,7 @@ export class Fleet {
     if (r.desired?.version !== entry.version) r.rejectedVersion = undefined;
     r.desired = { version: entry.version, commit: set.commit, file: entry.file };
     if (!r.connected || r.send === undefined) return;
-    if (entry.version === r.appliedVersion) {
+    if (entry.version === r.appliedVersion && !confirm) {
       // Same text in a later commit: nothing to send; the commit it came from moves on.
       r.appliedCommit = set.commit;
       return;
@@ -170,6 +180,12 @@ export class Fleet {
     r.pending = { nonce, version: entry.version, commit: set.commit, sentAtMs: this.#now() };
     r.send({ update: { version: entry.version, commit: set.commit, file: entry.file, nonce, policyYaml: entry.yaml } });
     this.#events.pushed(r);
+  }
+
+  #evictOldestGone(): void {
+    let oldest: SidecarRecord | undefined;
+    for (const r of this.#records.values()) if (!r.connected && (oldest === undefined || r.lastSeenMs < oldest.lastSeenMs)) oldest = r;
+    if (oldest !== undefined) this.#records.delete(oldest.id);
   }
 
   #forget(): void {

@@ -20,6 +20,8 @@ import {
   SERVER_KEEPALIVE_OPTIONS,
   type ControlMessage,
   type ControlStream,
+  type Health,
+  type Hello,
   type SidecarMessage,
 } from './protocol.ts';
 import { fleetView, type FleetView } from './fleet-view.ts';
@@ -68,6 +70,24 @@ function tokenMatches(expected: string, given: string | undefined): boolean {
   const a = Buffer.from(`Bearer ${expected}`);
   const b = Buffer.from(given);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Bounds on what a sidecar says about itself: the fleet keeps it for every sidecar. */
+const MAX_LABELS = 64;
+const MAX_LIST = 1024;
+
+/** Why a hello is refused, or undefined: ids and labels of the sizes Kubernetes allows. */
+function helloProblem(h: Hello): string | undefined {
+  if (h.sidecarId === '' || h.sidecarId.length > 253) return 'the hello needs a sidecar id of 1 to 253 characters';
+  if (h.service.length > 63) return 'the service name is longer than 63 characters';
+  const labels = Object.entries(h.labels);
+  if (labels.length > MAX_LABELS) return `at most ${MAX_LABELS} labels, got ${labels.length}`;
+  for (const [k, v] of labels) if (k.length > 317 || v.length > 63) return `label ${JSON.stringify(k.slice(0, 40))} is longer than Kubernetes allows`;
+  return undefined;
+}
+
+function boundedHealth(h: Health): Health {
+  return { ...h, breakers: h.breakers.slice(0, MAX_LIST), credits: h.credits.slice(0, MAX_LIST), budgets: h.budgets.slice(0, MAX_LIST) };
 }
 
 function declareMetrics(registry: Registry) {
@@ -166,10 +186,11 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
     call.on('data', (msg: SidecarMessage) => {
       if (record === undefined) {
         const hello = msg.hello;
-        if (hello == null || hello.sidecarId === '') {
+        const bad = hello == null ? 'the first message must be a hello with a sidecar id' : helloProblem(hello);
+        if (hello == null || bad !== undefined) {
           clearTimeout(helloTimer);
           m.refused.labels({ why: 'no_hello' }).inc();
-          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'the first message must be a hello with a sidecar id' });
+          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: bad });
           return;
         }
         clearTimeout(helloTimer);
@@ -185,7 +206,7 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
         return;
       }
       if (msg.ack != null) fleet.ack(record, msg.ack);
-      else if (msg.heartbeat?.health != null) fleet.heartbeat(record, msg.heartbeat.health);
+      else if (msg.heartbeat?.health != null) fleet.heartbeat(record, boundedHealth(msg.heartbeat.health));
     });
     const end = (): void => {
       clearTimeout(helloTimer);
@@ -218,7 +239,10 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
   };
 
   const api = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://control');
+    // The path only, without URL parsing: a target like `//x:99999` must not throw here.
+    const target = req.url ?? '/';
+    const query = target.indexOf('?');
+    const url = { pathname: query < 0 ? target : target.slice(0, query) };
     const reply = (status: number, body: unknown, type = 'application/json'): void => {
       const text = typeof body === 'string' ? body : `${JSON.stringify(body, null, 2)}\n`;
       res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
@@ -230,15 +254,16 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
       return fleet.set === undefined ? reply(503, 'no good commit yet\n', 'text/plain') : reply(200, 'ready\n', 'text/plain');
     }
     if (url.pathname === '/metrics') {
-      void registry.metrics().then((text) => reply(200, text, registry.contentType));
+      registry.metrics().then(
+        (text) => reply(200, text, registry.contentType),
+        (err: unknown) => reply(500, { error: `metrics: ${(err as Error).message}` }),
+      );
       return;
     }
-    if (opts.token !== undefined && !tokenMatches(opts.token, req.headers.authorization)) {
-      return reply(401, { error: 'a valid bearer token is required (Authorization: Bearer ...)' });
-    }
-    if (url.pathname === '/v1/fleet' && req.method === 'GET') return reply(200, view());
     if (url.pathname === '/v1/refresh' && req.method === 'POST') {
-      // A webhook (GitHub, GitLab, Gitea: any POST): its body is not trusted or needed, only read.
+      // A webhook (GitHub, GitLab, Gitea: any POST). Forges sign their webhooks rather than send
+      // a bearer token, so this takes none: it only schedules a fetch of the configured branch,
+      // debounced, and reveals nothing. Its body is not trusted or needed, only drained.
       let size = 0;
       req.on('data', (c: Buffer) => {
         size += c.length;
@@ -250,6 +275,10 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
       });
       return;
     }
+    if (opts.token !== undefined && !tokenMatches(opts.token, req.headers.authorization)) {
+      return reply(401, { error: 'a valid bearer token is required (Authorization: Bearer ...)' });
+    }
+    if (url.pathname === '/v1/fleet' && req.method === 'GET') return reply(200, view());
     reply(404, { error: `no such endpoint: ${req.method} ${url.pathname}` });
   });
   const apiAddress = await listen(api, opts.api);

@@ -60,6 +60,12 @@ export function linkToControl(o: LinkOptions): ControlLink {
   if (applied.version !== '') version.labels({ version: applied.version, commit: applied.commit }).set(1);
 
   async function apply(update: PolicyUpdate): Promise<ApplyResult> {
+    if (update.version === applied.version) {
+      // The service confirms what runs (its first answer on a new stream): nothing to reload.
+      applied = { version: update.version, commit: update.commit };
+      o.onApplied?.();
+      return { ok: true };
+    }
     const source = `${update.file}@${update.commit.slice(0, 12)}`;
     const parsed = parsePolicy(update.policyYaml, source);
     if (!parsed.ok) {

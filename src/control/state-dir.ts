@@ -5,6 +5,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parsePolicy } from '../policy/parse.ts';
+import { policyVersion } from './policy-set.ts';
 import type { SidecarPolicy } from '../policy/types.ts';
 
 export interface PersistedPolicy {
@@ -41,7 +42,9 @@ export async function loadPersisted(dir: string): Promise<PersistedPolicy | stri
   }
   const parsed = parsePolicy(yaml, join(dir, POLICY_FILE));
   if (!parsed.ok) return `the persisted policy is invalid (${parsed.errors.length} errors), ignored`;
-  if (typeof meta.version !== 'string' || typeof meta.commit !== 'string' || typeof meta.file !== 'string') {
+  // The version is the document's content hash: a crash between the two renames leaves a pair
+  // that does not match, and the sidecar must not claim to run a version it does not.
+  if (typeof meta.version !== 'string' || typeof meta.commit !== 'string' || typeof meta.file !== 'string' || meta.version !== policyVersion(yaml)) {
     return `${join(dir, META_FILE)} does not describe the persisted policy, ignored`;
   }
   return { version: meta.version, commit: meta.commit, file: meta.file, yaml, policy: parsed.policy };

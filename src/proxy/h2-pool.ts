@@ -279,10 +279,10 @@ export class H2Pool extends Dispatcher {
     session.on('error', (err: Error) => {
       if (c.connected) return; // its streams report it themselves
       clearTimeout(timer);
-      // Nothing else to carry the queue: the tries waiting fail as a connect failure would.
-      if (!this.#connections.some((x) => x !== c && x.connected && !x.closing)) {
-        for (const exchange of this.#queue.splice(0)) exchange.fail(err);
-      }
+      // The tries waiting for this connection fail as a connect failure, as undici's would: they
+      // were never sent, so the retry layer may send them elsewhere. Keeping them queued would
+      // have the session's close open the next connection at once, and the next, in a loop.
+      for (const exchange of this.#queue.splice(0)) exchange.fail(err);
     });
     session.once('close', () => {
       clearTimeout(timer);

@@ -44,7 +44,15 @@ class StreamSink implements BodySink {
   constructor(stream: ServerHttp2Stream, grpc: boolean, waitsForTrailers: boolean) {
     this.#stream = stream;
     this.#grpc = grpc;
-    if (waitsForTrailers) stream.once('wantTrailers', () => stream.sendTrailers(this.#trailers));
+    if (waitsForTrailers) {
+      stream.once('wantTrailers', () => {
+        try {
+          stream.sendTrailers(h2Fields(this.#trailers, {}));
+        } catch (err) {
+          stream.destroy(err as Error);
+        }
+      });
+    }
   }
   write(chunk: Buffer): boolean {
     return this.#stream.write(chunk);
@@ -89,18 +97,45 @@ class StreamSink implements BodySink {
   }
 }
 
-function h2Headers(response: ProxyResponse, ctx: RequestContext): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = { ':status': response.statusCode };
-  for (const name in response.headers) {
-    const v = response.headers[name];
-    if (v !== undefined) out[name] = v;
+/**
+ * Fields HTTP/2 forbids in a response or its trailers (RFC 9113 §8.2.2): an HTTP/1.1 upstream may
+ * send them, and Node refuses the whole header block (it throws) if one is there.
+ */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+/** The fields that may cross into HTTP/2, added to `out`; pseudo-headers from upstream never do. */
+function h2Fields(fields: Readonly<Record<string, string | string[] | number | undefined>>, out: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  for (const name in fields) {
+    const v = fields[name];
+    if (v === undefined || name.charCodeAt(0) === 58 /* ':' */) continue;
+    const lower = name.toLowerCase();
+    if (CONNECTION_SPECIFIC.has(lower) || (lower === 'te' && v !== 'trailers')) continue;
+    out[lower] = v;
   }
+  return out;
+}
+
+function h2Headers(response: ProxyResponse, ctx: RequestContext): OutgoingHttpHeaders {
+  const out = h2Fields(response.headers, { ':status': response.statusCode });
   if (ctx.shadowRefusals !== undefined) out['sluice-shadow'] = ctx.shadowRefusals.join(', ');
   return out;
 }
 
-/** Sends an answer on the stream. The stream may be gone by now (the client reset it). */
+/**
+ * Sends an answer on the stream. The stream may be gone by now (the client reset it), and Node
+ * throws on a header block it will not send: the stream is reset then, the process lives on.
+ */
 function respond(stream: ServerHttp2Stream, response: ProxyResponse, ctx: RequestContext, facts: RequestHeaderFacts): void {
+  try {
+    send(stream, response, ctx, facts);
+  } catch (err) {
+    const body = response.body;
+    if (body !== null && !Buffer.isBuffer(body)) body.discard();
+    stream.destroy(err as Error);
+  }
+}
+
+function send(stream: ServerHttp2Stream, response: ProxyResponse, ctx: RequestContext, facts: RequestHeaderFacts): void {
   const body = response.body;
   if (stream.destroyed || stream.closed) {
     if (body !== null && !Buffer.isBuffer(body)) body.discard();
@@ -125,12 +160,16 @@ function reject(stream: ServerHttp2Stream, deps: H2StreamDeps, err: SluiceError,
   deps.refused(err.code);
   if (stream.destroyed || stream.closed) return;
   const reply = toLocalReply(err, grpc);
-  const headers: OutgoingHttpHeaders = { ':status': reply.statusCode, ...reply.headers };
+  const headers = h2Fields(reply.headers, { ':status': reply.statusCode });
   const body = reply.body as Buffer | null;
-  if (body === null || body.length === 0) stream.respond(headers, { endStream: true });
-  else {
-    stream.respond(headers);
-    stream.end(body);
+  try {
+    if (body === null || body.length === 0) stream.respond(headers, { endStream: true });
+    else {
+      stream.respond(headers);
+      stream.end(body);
+    }
+  } catch (err) {
+    stream.destroy(err as Error);
   }
 }
 

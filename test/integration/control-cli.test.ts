@@ -128,6 +128,12 @@ describe('sluice control and sluice proxy --control, as processes', () => {
     const view = await fleet(control.apiPort);
     expect(view.sidecars[0]?.applied.commit).toBe(view.serving?.commit);
 
+    // Restarted with the service up and the policy unchanged: the service's first answer confirms
+    // the persisted version, which is what --wait-for-policy waits for.
+    await proxy.stop();
+    proxy = await startCliProxy(proxyArgs);
+    await until(async () => (await send({ port: proxy.adminPort, path: '/readyz' })).status === 200, 'ready on the confirmed version', 10_000);
+
     // A sidecar restarted while the service is down starts from what it persisted.
     await control.kill();
     await proxy.stop();

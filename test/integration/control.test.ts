@@ -9,6 +9,7 @@ import type { FleetView } from '../../src/control/fleet-view.ts';
 import { send } from '../support/http-client.ts';
 import { metricSum, parsePrometheus } from '../support/metrics.ts';
 import { makeCerts } from '../support/certs.ts';
+import { rawRequest } from '../support/raw-client.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
 import { linkedSidecar, policyDoc, policyRepo, startTestControl, until, type LinkedSidecar } from '../support/control.ts';
 
@@ -149,6 +150,26 @@ describe('sluice control', () => {
 });
 
 describe('sluice control: bad input', () => {
+  it('answers a request target no URL parser takes, and stays up', async () => {
+    const repo = track(await policyRepo());
+    await repo.commit({ 'p.yaml': policyDoc('p') });
+    const control = track(await startTestControl(repo, { token: 't' }));
+    for (const target of ['//', '//@', '//x:99999']) {
+      const r = await rawRequest(control.apiPort, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, { untilResponse: true });
+      expect(r.response?.status).toBe(401);
+    }
+    expect((await send({ port: control.apiPort, path: '/healthz' })).status).toBe(200);
+  });
+
+  it('takes a webhook without the token (it only schedules a fetch), and nothing else', async () => {
+    const repo = track(await policyRepo());
+    await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-1' }) });
+    const control = track(await startTestControl(repo, { token: 't' }));
+    const next = await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-2' }) });
+    expect((await send({ port: control.apiPort, method: 'POST', path: '/v1/refresh', body: '{"ref":"refs/heads/main"}' })).status).toBe(202);
+    await until(async () => (await fleet(control.apiPort, 't')).serving?.commit === next, 'the webhook fetched');
+  });
+
   it('gives a stream with a wrong token nothing, and says why', async () => {
     const repo = track(await policyRepo());
     await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-secret' }) });
@@ -202,8 +223,9 @@ describe('sluice control: replicas and TLS', () => {
     expect((await fleet(a.apiPort)).sidecars.map((x) => x.id)).toEqual(['s']);
     await a.close();
     await until(async () => (await fleet(b.apiPort)).sidecars[0]?.connected === true, 'the sidecar on replica b');
-    // It said what it runs: b sent nothing for v1.
-    expect(metricSum(parsePrometheus((await send({ port: b.apiPort, path: '/metrics' })).text), 'sluice_control_pushes_total')).toBe(0);
+    // b's first answer confirms what the sidecar runs; it is ACKed without a reload.
+    expect(metricSum(parsePrometheus((await send({ port: b.apiPort, path: '/metrics' })).text), 'sluice_control_pushes_total')).toBe(1);
+    expect(metricSum(parsePrometheus((await send({ port: s.adminPort, path: '/metrics' })).text), 'sluice_control_updates_total', { result: 'applied' })).toBe(1);
     await repo.commit({ 'p.yaml': policyDoc('p', { deadlineHeader: 'x-v2' }) });
     await b.refresh();
     await until(() => deadlineOf(s) === 'x-v2', 'v2 from replica b');

@@ -83,6 +83,22 @@ describe('one port, both protocols', () => {
   });
 });
 
+describe('HTTP/1.1 fields HTTP/2 forbids', () => {
+  it('drops them from an HTTP/1.1 answer and its trailers instead of failing the stream', async () => {
+    const { sc } = await viaH1Upstream([
+      { status: 200, headers: { 'http2-settings': 'AAMAAABkAAQAoAAAAAIAAAAA', 'x-kept': 'yes' }, body: 'fine', trailers: { 'keep-alive': 'timeout=5', 'x-sum': 'abc' } },
+    ]);
+    const s = await session(sc.outboundPort);
+    const r = await h2Request(s, { path: '/', authority: 'orders', headers: { te: 'trailers' } });
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('fine');
+    expect(r.headers['x-kept']).toBe('yes');
+    expect(r.headers['http2-settings']).toBeUndefined();
+    expect(r.trailers?.['x-sum']).toBe('abc');
+    expect(r.trailers?.['keep-alive']).toBeUndefined();
+  });
+});
+
 describe('HTTP/2 upstreams', () => {
   it('speaks HTTP/2 to an upstream on protocol http2, and keeps its trailers for the client', async () => {
     const { up, sc } = await viaH2Upstream([{ status: 200, body: 'streamed', trailers: { 'x-checksum': 'abc' } }]);

@@ -205,9 +205,12 @@ export function retryLayer(b: RetryBuild): Layer {
         refused.body.inc();
         return next(req, ctx);
       }
+      const tap = new ReplayTap(req.body, policy.bufferLimitBytes);
       try {
-        return await attempts(req, ctx, grpcOnly, new ReplayTap(req.body, policy.bufferLimitBytes));
+        return await attempts(req, ctx, grpcOnly, tap);
       } finally {
+        // The answer is in (or the call failed for good): the rest of the body only streams on.
+        tap.release();
         b.allowance.release(reserve);
       }
     }

@@ -100,13 +100,15 @@ export class ReplayTap {
   #ended = false;
   #error: Error | undefined;
   #current: PassThrough | undefined;
+  /** No retry can come any more: bytes pass on, nothing is copied. */
+  #released = false;
 
   constructor(source: Readable, limitBytes: number) {
     this.#source = source;
     this.#limitBytes = limitBytes;
     source.on('data', (chunk: Buffer) => {
       this.#size += chunk.length;
-      if (this.#size <= limitBytes) this.#chunks.push(chunk);
+      if (this.#size <= limitBytes && !this.#released) this.#chunks.push(chunk);
       else this.#chunks = [];
       const out = this.#current;
       if (out !== undefined && !out.write(chunk)) {
@@ -128,7 +130,17 @@ export class ReplayTap {
 
   /** A try could be sent the whole body again. */
   get replayable(): boolean {
-    return this.#size <= this.#limitBytes && this.#error === undefined;
+    return !this.#released && this.#size <= this.#limitBytes && this.#error === undefined;
+  }
+
+  /**
+   * The call is committed to its last try (it answered, or no retry is left): the copy is
+   * dropped and no more is kept, while the body goes on streaming to that try. The copy's memory
+   * is bounded by the replay allowance only until here.
+   */
+  release(): void {
+    this.#released = true;
+    this.#chunks = [];
   }
 
   /** The body for the next try (the previous try's feed is cut off): the copy, then the rest. */

@@ -106,14 +106,45 @@ describe('fleet', () => {
     t.fleet.disconnect(r, t.send);
     const again = t.fleet.connect(hello('s1', { appliedVersion: v, appliedCommit: 'c1' }), t.send)!;
     expect(again).toBe(r);
-    expect(t.sent).toHaveLength(1); // it runs the version already
+    // The first answer on a new stream confirms what it runs, so it knows it is in sync.
+    expect(t.sent).toHaveLength(2);
+    expect(t.sent[1]?.update?.version).toBe(v);
   });
 
-  it('refuses sidecars beyond its bound', () => {
+  it('catches up after a revert that came while an update was on its way', () => {
     const t = setup();
-    expect(t.fleet.connect(hello('a'), t.send)).toBeDefined();
+    const a = set('c1', { 'a.yaml': doc('a') });
+    t.fleet.apply(a);
+    const r = t.fleet.connect(hello('s1'), t.send)!;
+    const ua = t.sent[0]!.update!;
+    t.fleet.ack(r, { versionInfo: ua.version, responseNonce: ua.nonce });
+    t.fleet.apply(set('c2', { 'a.yaml': doc('b') }));
+    const ub = t.sent[1]!.update!;
+    t.fleet.apply(set('c3', { 'a.yaml': doc('a') })); // reverted before B was ACKed
+    t.fleet.ack(r, { versionInfo: ub.version, responseNonce: ub.nonce });
+    expect(t.sent[2]?.update?.version).toBe(ua.version);
+  });
+
+  it('offers a NACKed version again on a new stream (an upgraded sidecar may take it)', () => {
+    const t = setup();
+    t.fleet.apply(set('c1', { 'a.yaml': doc('a') }));
+    const r = t.fleet.connect(hello('s1'), t.send)!;
+    const u = t.sent[0]!.update!;
+    t.fleet.ack(r, { versionInfo: '', responseNonce: u.nonce, errorDetail: { message: 'old release', errors: [] } });
+    t.fleet.disconnect(r, t.send);
+    t.fleet.connect(hello('s1', { sluiceVersion: 'newer' }), t.send);
+    expect(t.sent).toHaveLength(2);
+  });
+
+  it('refuses connected sidecars beyond its bound; the ones that left make way', () => {
+    const t = setup();
+    const a = t.fleet.connect(hello('a'), t.send)!;
     expect(t.fleet.connect(hello('b'), t.send)).toBeDefined();
     expect(t.fleet.connect(hello('c'), t.send)).toBeUndefined();
+    // A rolling restart: a leaves, a new pod takes its room at once.
+    t.fleet.disconnect(a, t.send);
+    expect(t.fleet.connect(hello('c'), t.send)).toBeDefined();
+    expect(t.fleet.records().map((r) => r.id)).toEqual(['b', 'c']);
   });
 });
 

@@ -198,3 +198,23 @@ describe('retry layer', () => {
     await expect(layer(next)(request(), c)).rejects.toMatchObject({ code: 'deadline-exceeded' });
   });
 });
+
+describe('ReplayTap', () => {
+  it('stops copying once released, and the body still streams on to the try', async () => {
+    const { PassThrough } = await import('node:stream');
+    const { ReplayTap } = await import('../../../../src/policies/retry/replay-body.ts');
+    const source = new PassThrough();
+    const tap = new ReplayTap(source, 1000);
+    const first = tap.next() as import('node:stream').Readable;
+    const got: Buffer[] = [];
+    first.on('data', (c: Buffer) => got.push(c));
+    source.write(Buffer.from('abc'));
+    await new Promise((r) => setImmediate(r));
+    expect(tap.replayable).toBe(true);
+    tap.release();
+    expect(tap.replayable).toBe(false);
+    source.end(Buffer.from('def'));
+    await new Promise((r) => first.once('end', r));
+    expect(Buffer.concat(got).toString()).toBe('abcdef');
+  });
+});
