@@ -1,5 +1,6 @@
 // `sluice proxy`: run the sidecar on a policy file, reload it on change, drain on SIGTERM.
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { linkToControl } from '../control/sidecar-link.ts';
@@ -23,6 +24,7 @@ Options:
   --outbound-port N     override spec.outbound.listener.port        (env SLUICE_OUTBOUND_PORT)
   --inbound-port N      override spec.inbound.listener.port         (env SLUICE_INBOUND_PORT)
   --admin-port N        override spec.admin.port                    (env SLUICE_ADMIN_PORT)
+  --admin-address ADDR  override spec.admin.address, an IP          (env SLUICE_ADMIN_ADDRESS)
   --app-port N          override spec.inbound.app.port              (env SLUICE_APP_PORT)
   --log-level LEVEL     trace|debug|info|warn|error|silent          (env SLUICE_LOG_LEVEL, default info)
 
@@ -46,6 +48,7 @@ interface Overrides {
   outboundPort?: number;
   inboundPort?: number;
   adminPort?: number;
+  adminAddress?: string;
   appPort?: number;
 }
 
@@ -56,6 +59,12 @@ function port(name: string, value: string | undefined): number | undefined {
   return n;
 }
 
+function ipAddress(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (isIP(value) === 0) throw new Error(`${name}: must be an IP address (127.0.0.1, 0.0.0.0, ::), got ${JSON.stringify(value)}`);
+  return value;
+}
+
 function withPort(l: ListenerAddress | undefined, p: number | undefined): ListenerAddress | undefined {
   return l === undefined || p === undefined ? l : { ...l, port: p };
 }
@@ -64,7 +73,7 @@ function withPort(l: ListenerAddress | undefined, p: number | undefined): Listen
 export function applyOverrides(policy: SidecarPolicy, o: Overrides): SidecarPolicy {
   return {
     ...policy,
-    admin: withPort(policy.admin, o.adminPort) as ListenerAddress,
+    admin: { ...(withPort(policy.admin, o.adminPort) as ListenerAddress), ...(o.adminAddress === undefined ? {} : { host: o.adminAddress }) },
     outbound: { ...policy.outbound, listener: withPort(policy.outbound.listener, o.outboundPort) },
     inbound: {
       ...policy.inbound,
@@ -97,6 +106,7 @@ export async function runProxy(argv: string[]): Promise<number> {
       'outbound-port': { type: 'string' },
       'inbound-port': { type: 'string' },
       'admin-port': { type: 'string' },
+      'admin-address': { type: 'string' },
       'app-port': { type: 'string' },
       'log-level': { type: 'string' },
       control: { type: 'string' },
@@ -123,6 +133,7 @@ export async function runProxy(argv: string[]): Promise<number> {
     outboundPort: port('--outbound-port', values['outbound-port'] ?? env.SLUICE_OUTBOUND_PORT),
     inboundPort: port('--inbound-port', values['inbound-port'] ?? env.SLUICE_INBOUND_PORT),
     adminPort: port('--admin-port', values['admin-port'] ?? env.SLUICE_ADMIN_PORT),
+    adminAddress: ipAddress('--admin-address', values['admin-address'] ?? env.SLUICE_ADMIN_ADDRESS),
     appPort: port('--app-port', values['app-port'] ?? env.SLUICE_APP_PORT),
   };
   const log = createLogger(values['log-level'] ?? env.SLUICE_LOG_LEVEL ?? 'info');
