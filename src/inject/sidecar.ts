@@ -23,7 +23,7 @@ export const VOLUMES = Object.freeze({
   policy: 'sluice-policy',
 });
 
-/** The image runs as the node image's `node` user; named users cannot be checked against runAsNonRoot. */
+/** The image's USER (1000:1000), pinned here too: runAsNonRoot can only check a numeric user, whatever --image names. */
 const SIDECAR_UID = 1000;
 
 type Json = Record<string, unknown>;
