@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The one CLI: `sluice <command>`. Each command lives in src/cli/ and returns its exit code.
 import { runControl } from './cli/control.ts';
+import { runInject } from './cli/inject.ts';
 import { runProxy } from './cli/proxy.ts';
 import { runStatus } from './cli/status.ts';
 import { runValidate } from './cli/validate.ts';
@@ -13,6 +14,7 @@ Commands:
   control     run the config service: follow a git repository of policies, push them to sidecars
   status      print the fleet a config service sees (sidecar, version, connected, health, last error)
   validate    check policy files: prints file:line:col: field: reason, exit 1 on any error
+  inject      add the sidecar to Kubernetes manifests (files or stdin) and print them
 
 Options:
   -h, --help     this help (also: sluice <command> --help)
@@ -33,6 +35,8 @@ async function main(argv: string[]): Promise<number> {
       return runControl(rest);
     case 'status':
       return runStatus(rest);
+    case 'inject':
+      return runInject(rest);
     case 'validate':
       if (rest.includes('--help') || rest.includes('-h')) {
         console.log(VALIDATE_HELP);
