@@ -1,19 +1,19 @@
 // Golden files for `sluice inject`: test/golden/inject/<case>.in.yaml in, <case>.out.yaml out, and
 // <case>.stderr.txt (exit code, then what was reported). A first line `# sluice inject ARGS` in the
 // input gives the flags. UPDATE_GOLDEN=1 rewrites the expected files from what the code does now.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { runInject, type InjectIo } from '../../../src/cli/inject.ts';
 import { ROOT } from '../../support/cli.ts';
+import { expectGolden } from '../../support/golden.ts';
 import { k8sProblems } from '../../support/inject-k8s.ts';
 
 const DIR = 'test/golden/inject';
-const UPDATE = process.env.UPDATE_GOLDEN === '1';
 /** Pinned, so a version bump does not rewrite every golden file; the default is tested apart. */
 const IMAGE = 'ghcr.io/sluice-dev/sluice:0.1.0';
 
-export async function inject(args: string[], stdin = ''): Promise<{ code: number; out: string; err: string }> {
+async function inject(args: string[], stdin = ''): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   const err: string[] = [];
   const io: InjectIo = { readStdin: async () => stdin, stdinIsTty: false, out: (t) => (out += t), err: (l) => err.push(l) };
@@ -21,18 +21,8 @@ export async function inject(args: string[], stdin = ''): Promise<{ code: number
   return { code, out, err: err.map((l) => `${l}\n`).join('') };
 }
 
-function golden(file: string, actual: string): void {
-  const path = `${ROOT}/${DIR}/${file}`;
-  if (UPDATE || !existsSync(path)) {
-    if (!UPDATE) throw new Error(`${DIR}/${file} is missing: run with UPDATE_GOLDEN=1 to write it`);
-    writeFileSync(path, actual);
-    return;
-  }
-  expect(actual, `${DIR}/${file} (UPDATE_GOLDEN=1 rewrites it)`).toBe(readFileSync(path, 'utf8'));
-}
-
 /** Every object of a stream, with a List's items. */
-export function objectsOf(text: string): unknown[] {
+function objectsOf(text: string): unknown[] {
   return (parseAllDocuments(text) as unknown as { toJS(): unknown }[]).flatMap((d) => {
     const v = d.toJS() as { kind?: string; items?: unknown[] } | null;
     return v?.kind === 'List' ? (v.items ?? []) : [v];
@@ -55,8 +45,8 @@ describe('sluice inject: golden files', () => {
 
       it('writes the expected manifests and report', async () => {
         const r = await inject(args);
-        golden(`${name}.stderr.txt`, `exit ${r.code}\n${r.err}`);
-        if (r.code === 0) golden(`${name}.out.yaml`, r.out);
+        expectGolden(`${DIR}/${name}.stderr.txt`, `exit ${r.code}\n${r.err}`);
+        if (r.code === 0) expectGolden(`${DIR}/${name}.out.yaml`, r.out);
         else expect(r.out).toBe('');
       });
 
