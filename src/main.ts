@@ -6,6 +6,7 @@ import { runProxy } from './cli/proxy.ts';
 import { runStatus } from './cli/status.ts';
 import { runValidate } from './cli/validate.ts';
 import { SLUICE_VERSION } from './cli/version.ts';
+import { runWebhook } from './cli/webhook.ts';
 
 const HELP = `Usage: sluice <command> [options]
 
@@ -15,6 +16,7 @@ Commands:
   status      print the fleet a config service sees (sidecar, version, connected, health, last error)
   validate    check policy files: prints file:line:col: field: reason, exit 1 on any error
   inject      add the sidecar to Kubernetes manifests (files or stdin) and print them
+  webhook     serve the same injection as a mutating admission webhook (HTTPS, AdmissionReview v1)
 
 Options:
   -h, --help     this help (also: sluice <command> --help)
@@ -37,6 +39,8 @@ async function main(argv: string[]): Promise<number> {
       return runStatus(rest);
     case 'inject':
       return runInject(rest);
+    case 'webhook':
+      return runWebhook(rest);
     case 'validate':
       if (rest.includes('--help') || rest.includes('-h')) {
         console.log(VALIDATE_HELP);

@@ -56,6 +56,7 @@ describe('sluice inject, the command', () => {
     expect(help.stdout).toContain('Usage: sluice inject [options] [FILE...]');
     const top = await runCli(['--help']);
     expect(top.stdout).toMatch(/inject +add the sidecar/);
+    expect(top.stdout).toMatch(/webhook +serve the same injection/);
   });
 
   it('reads stdin, writes stdout, reports on stderr; a second pass is the identity', async () => {
