@@ -2,6 +2,7 @@
 // writes run against a real `sluice proxy`, as the kubelet would run them: the startup probe
 // passes before the app is up (else the app would never start), readiness waits for the app.
 import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -142,5 +143,31 @@ describe('the probes injection writes, against a real sidecar', () => {
     const bad = await runCli(['proxy', '--admin-address', 'localhost']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('--admin-address: must be an IP address (127.0.0.1, 0.0.0.0, ::), got "localhost"');
+  });
+});
+
+/** The shell commands of the README's "Injecting the sidecar" section (until it is pasted in, none). */
+function readmeCommands(): string[] {
+  const readme = readFileSync(`${ROOT}/README.md`, 'utf8');
+  const start = readme.indexOf('## Injecting the sidecar');
+  if (start === -1) return [];
+  const end = readme.indexOf('\n## ', start + 1);
+  const section = readme.slice(start, end === -1 ? undefined : end);
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((b) =>
+    (b[1] as string).split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter((l) => l !== ''),
+  );
+}
+
+describe('README: Injecting the sidecar', () => {
+  const commands = readmeCommands();
+  it.skipIf(commands.length === 0)('runs its examples as written, on an app.yaml', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sluice-readme-'));
+    await writeFile(join(dir, 'app.yaml'), POD);
+    for (const command of commands) {
+      if (!command.startsWith('sluice inject')) continue;
+      const line = command.replace(/(^|\| )sluice /g, `$1${JSON.stringify(process.execPath)} ${JSON.stringify(MAIN)} `);
+      const code = await new Promise<number>((resolve) => execFile('bash', ['-c', line], { cwd: dir, timeout: 15_000 }, (err) => resolve(err === null ? 0 : 1)));
+      expect(code, command).toBe(0);
+    }
   });
 });
