@@ -573,6 +573,29 @@ describe.each([
   });
 });
 
+describe('an overlay of your own, as deploy/README.md and the quick start write it', () => {
+  it.skipIf(!KUBECTL)(`replaces the policy repository and adds the cert-manager component${NO_KUBECTL}`, async () => {
+    const dir = await tempDir();
+    const deploy = relative(dir, DEPLOY);
+    await writeFile(
+      join(dir, 'kustomization.yaml'),
+      stringify({
+        apiVersion: 'kustomize.config.k8s.io/v1beta1',
+        kind: 'Kustomization',
+        resources: [deploy],
+        components: [`${deploy}/webhook/cert-manager`],
+        configMapGenerator: [
+          { name: 'sluice-control-repo', namespace: 'sluice-system', behavior: 'replace', options: { disableNameSuffixHash: true }, literals: ['repo=git@git.example.com:platform/policies.git', 'branch=prod'] },
+        ],
+      }),
+    );
+    const built = await kustomize(dir);
+    expect(find(built, 'ConfigMap', 'sluice-control-repo').data).toEqual({ repo: 'git@git.example.com:platform/policies.git', branch: 'prod' });
+    expect(built.filter((d) => d.obj.kind === 'Certificate')).toHaveLength(2);
+    expect(await allProblems(built)).toEqual([]);
+  });
+});
+
 describe('the shared names', () => {
   it('sluice control: 2 replicas, a PDB, Service ports grpc 15012 and http-api 15014, probes on the API port', () => {
     const d = find(K8S_DOCS, 'Deployment', 'sluice-control');
