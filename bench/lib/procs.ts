@@ -91,23 +91,17 @@ export async function freePort(): Promise<number> {
 
 /** GET without an agent; status 0 on any error or timeout. */
 export function httpGet(url: string, timeoutMs: number, host?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: timeoutMs, agent: false, headers: host === undefined ? {} : { host } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', () => resolve({ status: 0, body }));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve({ status: 0, body: '' }));
-  });
+  return httpCall(url, { method: 'GET', timeout: timeoutMs, agent: false, headers: host === undefined ? {} : { host } });
 }
 
 /** POST with an empty body, without an agent; status 0 on any error or timeout. */
 export function httpPost(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return httpCall(url, { method: 'POST', timeout: timeoutMs, agent: false, headers: { 'content-length': '0' } });
+}
+
+function httpCall(url: string, options: http.RequestOptions): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
-    const req = http.request(url, { method: 'POST', timeout: timeoutMs, agent: false, headers: { 'content-length': '0' } }, (res) => {
+    const req = http.request(url, options, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));

@@ -11,14 +11,15 @@ export interface CliResult {
   readonly stderr: string;
 }
 
-/** Runs a command to completion (bounded), collecting its output. */
-export function runCli(args: readonly string[], timeoutMs = 15_000): Promise<CliResult> {
+/** Runs a command to completion (bounded), collecting its output; `stdin` is written to it, if given. */
+export function runCli(args: readonly string[], timeoutMs = 15_000, stdin?: string): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, ...args], { cwd: ROOT, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    if (stdin !== undefined) child.stdin?.end(stdin);
+    child.stdout?.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`sluice ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
