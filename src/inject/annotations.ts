@@ -101,9 +101,12 @@ function distance(a: string, b: string): number {
 export function checkAnnotationNames(a: Annotations): void {
   for (const key of Object.keys(a)) {
     if (!key.startsWith('sluice.dev/') || KNOWN.has(key)) continue;
-    const near = [...KNOWN].map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d)[0];
+    // A key longer than Kubernetes allows (253 + '/' + 63) is no typo of a known one, and the
+    // distance to it would cost a second per MB of key: no hint, and the key is cut in the message.
+    const near = key.length > 317 ? undefined : [...KNOWN].map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d)[0];
     const hint = near !== undefined && near.d <= 3 ? ` (did you mean ${near.k}?)` : '';
-    throw new InjectError('bad-annotation', `${key}: unknown annotation${hint}; known: ${[...KNOWN].join(', ')}`);
+    const shown = key.length > 80 ? `${key.slice(0, 80)}… (${key.length} characters)` : key;
+    throw new InjectError('bad-annotation', `${shown}: unknown annotation${hint}; known: ${[...KNOWN].join(', ')}`);
   }
 }
 

@@ -51,7 +51,8 @@ interface Injected {
 
 function podOf(obj: Json): Json | undefined {
   let node: unknown = obj;
-  for (const key of WORKLOAD_KINDS[obj.kind as string]?.template ?? []) node = isObject(node) ? node[key] : undefined;
+  const kind = obj.kind as string;
+  for (const key of (Object.hasOwn(WORKLOAD_KINDS, kind) ? WORKLOAD_KINDS[kind]?.template : undefined) ?? []) node = isObject(node) ? node[key] : undefined;
   return isObject(node) ? node : undefined;
 }
 

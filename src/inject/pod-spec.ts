@@ -47,9 +47,11 @@ function portsOf(c: Json): { name?: string; containerPort: number }[] {
 
 function withProxyEnv(c: Json, o: SidecarOptions): Json {
   const env = Array.isArray(c.env) ? (c.env as unknown[]) : [];
-  const defined = new Set(env.filter(isObject).map((e) => e.name));
-  // A variable the container sets itself (a corporate proxy, an opt-out) is the user's choice.
-  const added = proxyEnv(o).filter((e) => !defined.has(e.name));
+  // A variable the container sets itself (a corporate proxy, an opt-out) is the user's choice, in
+  // either spelling: curl reads http_proxy, the JVM HTTP_PROXY, and half an override would split
+  // the app's traffic between two proxies.
+  const defined = new Set(env.filter(isObject).map((e) => String(e.name).toLowerCase()));
+  const added = proxyEnv(o).filter((e) => !defined.has(String(e.name).toLowerCase()));
   return added.length === 0 ? c : { ...c, env: [...env, ...added] };
 }
 

@@ -82,7 +82,8 @@ function replaceAt(obj: Json, path: readonly string[], value: Json): Json {
 
 export function isWorkload(obj: unknown): obj is Json {
   if (!isObject(obj) || typeof obj.kind !== 'string') return false;
-  const k = WORKLOAD_KINDS[obj.kind];
+  // Own keys only: `kind: toString` must not find Object.prototype's.
+  const k = Object.hasOwn(WORKLOAD_KINDS, obj.kind) ? WORKLOAD_KINDS[obj.kind] : undefined;
   return k !== undefined && obj.apiVersion === k.apiVersion;
 }
 

@@ -22,9 +22,30 @@ describe('workloads', () => {
   });
 
   it('ignores what is not a workload it knows', () => {
-    for (const obj of [null, 'text', [], { kind: 'Service', apiVersion: 'v1' }, { kind: 'Deployment', apiVersion: 'extensions/v1beta1' }, { kind: 'Pod' }]) {
+    for (const obj of [null, 'text', [], { kind: 'Service', apiVersion: 'v1' }, { kind: 'Deployment', apiVersion: 'extensions/v1beta1' }, { kind: 'Pod' }, { kind: 'toString', spec: {} }, { kind: 'constructor' }]) {
       expect(injectWorkload(obj, { settings }).kind).toBe('ignored');
     }
+  });
+
+  it("keeps the app's own proxy setting in either spelling, and adds neither spelling then", () => {
+    const pod = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'p' },
+      spec: { containers: [{ name: 'app', image: 'a', ports: [{ containerPort: 8080 }], env: [{ name: 'HTTP_PROXY', value: 'http://corp:3128' }, { name: 'no_proxy', value: '.corp' }] }] },
+    };
+    const out = injectWorkload(pod, { settings });
+    if (out.kind !== 'injected') throw new Error(out.kind);
+    const app = ((out.object.spec as { containers: { name: string; env: { name: string; value?: string }[] }[] }).containers).find((c) => c.name === 'app');
+    const names = app?.env.map((e) => e.name) ?? [];
+    expect(names.filter((n) => n.toLowerCase() === 'http_proxy')).toEqual(['HTTP_PROXY']);
+    expect(names.filter((n) => n.toLowerCase() === 'no_proxy')).toEqual(['no_proxy']);
+  });
+
+  it('refuses an overlong unknown sluice.dev/ annotation without measuring it against the known ones', async () => {
+    const { checkAnnotationNames } = await import('../../../src/inject/annotations.ts');
+    const key = `sluice.dev/${'x'.repeat(1_000_000)}`;
+    expect(() => checkAnnotationNames({ [key]: 'v' })).toThrow(/^sluice\.dev\/x{69}… \(1000011 characters\): unknown annotation; known: /);
   });
 
   it('refuses a workload without containers, and leaves the input object as it was', () => {
