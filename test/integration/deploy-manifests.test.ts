@@ -15,7 +15,7 @@
 //   the Grafana dashboard name only metrics that src/ declares.
 // Tools that may be missing (kubectl, promtool, openssl, ssh) skip their tests, with the reason in
 // the test's name; nothing else is skipped.
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -34,6 +34,7 @@ import { ROOT, runCli, startCliProxy } from '../support/cli.ts';
 import { policyRepo } from '../support/control.ts';
 import { k8sProblems } from '../support/inject-k8s.ts';
 import { eventually } from '../support/lifecycle.ts';
+import { toolAvailable } from '../support/tools.ts';
 
 const exec = promisify(execFile);
 type Json = Record<string, unknown>;
@@ -42,13 +43,10 @@ const DEPLOY = join(ROOT, 'deploy');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const IMAGE = `ghcr.io/sluice-dev/sluice:${VERSION}`;
 
-function have(cmd: string, args: string[]): boolean {
-  return spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
-}
-const KUBECTL = have('kubectl', ['version', '--client']);
-const PROMTOOL = have('promtool', ['--version']);
-const OPENSSL = have('openssl', ['version']);
-const SSH = have('ssh', ['-V']);
+const KUBECTL = toolAvailable('kubectl', ['version', '--client'], 'this machine kind has it (google-cloud-sdk); Debian\'s kubernetes-client is too old for kustomize components');
+const PROMTOOL = toolAvailable('promtool', ['--version'], '.ci/run installs Debian\'s prometheus package');
+const OPENSSL = toolAvailable('openssl', ['version'], '.ci/run installs it');
+const SSH = toolAvailable('ssh', ['-V'], '.ci/run installs openssh-client');
 const NO_KUBECTL = KUBECTL ? '' : ' (skipped: kubectl is not on PATH)';
 const NO_PROMTOOL = PROMTOOL ? '' : ' (skipped: promtool is not on PATH; Debian package "prometheus")';
 const NO_OPENSSL = OPENSSL ? '' : ' (skipped: openssl is not on PATH)';

@@ -129,7 +129,7 @@ describe('the probes injection writes, against a real sidecar', () => {
   });
 });
 
-/** The shell commands of the README's "Injecting the sidecar" section (until it is pasted in, none). */
+/** The shell commands of the README's "Injecting the sidecar" section. */
 function readmeCommands(): string[] {
   const readme = readFileSync(`${ROOT}/README.md`, 'utf8');
   const start = readme.indexOf('## Injecting the sidecar');
@@ -143,7 +143,8 @@ function readmeCommands(): string[] {
 
 describe('README: Injecting the sidecar', () => {
   const commands = readmeCommands();
-  it.skipIf(commands.length === 0)('runs its examples as written, on an app.yaml', async () => {
+  it('runs its examples as written, on an app.yaml', async () => {
+    expect(commands.filter((c) => c.startsWith('sluice inject')).length).toBeGreaterThanOrEqual(3);
     const dir = await mkdtemp(join(tmpdir(), 'sluice-readme-'));
     await writeFile(join(dir, 'app.yaml'), POD);
     for (const command of commands) {
