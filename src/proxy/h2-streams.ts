@@ -103,14 +103,16 @@ class StreamSink implements BodySink {
  */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
 
-/** The fields that may cross into HTTP/2, added to `out`; pseudo-headers from upstream never do. */
+/**
+ * The fields that may cross into HTTP/2, added to `out`; pseudo-headers from upstream never do.
+ * Names are lower-case already (undici's, and every local reply's: ProxyResponse says so).
+ */
 function h2Fields(fields: Readonly<Record<string, string | string[] | number | undefined>>, out: OutgoingHttpHeaders): OutgoingHttpHeaders {
   for (const name in fields) {
     const v = fields[name];
     if (v === undefined || name.charCodeAt(0) === 58 /* ':' */) continue;
-    const lower = name.toLowerCase();
-    if (CONNECTION_SPECIFIC.has(lower) || (lower === 'te' && v !== 'trailers')) continue;
-    out[lower] = v;
+    if (CONNECTION_SPECIFIC.has(name) || (name === 'te' && v !== 'trailers')) continue;
+    out[name] = v;
   }
   return out;
 }

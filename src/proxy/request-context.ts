@@ -6,7 +6,7 @@ import type { RouteTarget } from './router.ts';
 
 export function newRequestContext(
   direction: Direction,
-  target: RouteTarget,
+  target: Pick<RouteTarget, 'upstream' | 'route'>,
   startMs: number,
   facts: RequestHeaderFacts,
   source: string | undefined,

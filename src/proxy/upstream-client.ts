@@ -149,6 +149,5 @@ function setPerTryHeader(headers: string[], name: string, value: string): void {
 
 /** Ends an unanswered probe as a per-try timeout, which the retry layer retries elsewhere. */
 function abortProbe(ctx: RequestContext): void {
-  if (ctx.answered) return;
   abortTry(ctx, new SluiceError('per-try-timeout', 'probe of an ejected endpoint went unanswered'));
 }

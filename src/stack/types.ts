@@ -149,11 +149,12 @@ export function releaseCancel(ctx: RequestContext, listener: (reason: Error) => 
 
 /**
  * Ends the current try only, with `reason` (a per-try timer firing, a probe given up): the
- * exchange goes on and the retry layer may try again. false when no try was waiting.
+ * exchange goes on and the retry layer may try again. false when no try was waiting, or the try
+ * has its answer's headers (only the deadline ends it then).
  */
 export function abortTry(ctx: RequestContext, reason: Error): boolean {
   const listener = ctx.onCancel;
-  if (listener === undefined) return false;
+  if (listener === undefined || ctx.answered) return false;
   ctx.onCancel = undefined;
   listener(reason);
   return true;

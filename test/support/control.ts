@@ -11,6 +11,7 @@ import { loadPersisted } from '../../src/control/state-dir.ts';
 import type { SidecarPolicy } from '../../src/policy/types.ts';
 import { startSidecar } from '../../src/proxy/sidecar.ts';
 import { silentLogger } from '../../src/telemetry/log.ts';
+import { eventually } from './lifecycle.ts';
 import { buildPolicy, deepMerge, type SpecOverrides } from './sidecar.ts';
 
 const exec = promisify(execFile);
@@ -174,9 +175,5 @@ export async function linkedSidecar(spec: LinkSpec): Promise<LinkedSidecar> {
 
 /** Polls `check` every 10 ms until it holds, at most `timeoutMs`; the failure names `what`. */
 export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const end = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await eventually(what, async () => (await check()) || undefined, timeoutMs, 10);
 }

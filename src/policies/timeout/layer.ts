@@ -79,5 +79,5 @@ export function perTryTimeoutLayer(b: PerTryBuild): Layer {
 
 /** The per-try timer: ends the try, counted when there was one to end that was still unanswered. */
 function onPerTry(ctx: RequestContext, fired: { inc(): void }): void {
-  if (!ctx.answered && abortTry(ctx, new SluiceError('per-try-timeout'))) fired.inc();
+  if (abortTry(ctx, new SluiceError('per-try-timeout'))) fired.inc();
 }
