@@ -30,6 +30,11 @@ export interface H2PoolOptions {
 interface Connection {
   readonly session: ClientHttp2Session;
   connected: boolean;
+  /**
+   * Streams the connection takes at once: ours, lowered by the peer's SETTINGS. Kept here because
+   * session.remoteSettings builds a new object on each read, and every try asks.
+   */
+  maxStreams: number;
   /** GOAWAY received or sent: finishes its streams, takes no new ones. */
   closing: boolean;
   streams: number;
@@ -231,8 +236,7 @@ export class H2Pool extends Dispatcher {
   }
 
   #room(c: Connection): boolean {
-    const peerMax = c.session.remoteSettings.maxConcurrentStreams ?? Infinity;
-    return c.connected && !c.closing && !c.session.destroyed && c.streams < Math.min(this.#options.maxStreams, peerMax);
+    return c.connected && !c.closing && !c.session.destroyed && c.streams < c.maxStreams;
   }
 
   /** Starts queued tries on connections with room, opening one when all are full. */
@@ -255,13 +259,15 @@ export class H2Pool extends Dispatcher {
         this.#drain();
       });
     }
-    const opening = this.#connections.filter((c) => !c.connected).length;
+    if (this.#queue.length === 0) return;
+    let opening = 0;
+    for (const c of this.#connections) if (!c.connected) opening++;
     if (this.#queue.length > opening * this.#options.maxStreams && this.#connections.length < this.#options.connections) this.#connect();
   }
 
   #connect(): void {
     const session = http2.connect(this.#origin, { settings: { enablePush: false } });
-    const c: Connection = { session, connected: false, closing: false, streams: 0 };
+    const c: Connection = { session, connected: false, closing: false, streams: 0, maxStreams: this.#options.maxStreams };
     this.#connections.push(c);
     const timer = setTimeout(() => {
       session.destroy(coded(`Connect Timeout Error (${this.#origin}, timeout: ${this.#options.connectMs} ms)`, 'UND_ERR_CONNECT_TIMEOUT', 'ConnectTimeoutError'));
@@ -272,7 +278,10 @@ export class H2Pool extends Dispatcher {
       this.#drain();
     });
     // The peer's SETTINGS may raise how many streams fit.
-    session.on('remoteSettings', () => this.#drain());
+    session.on('remoteSettings', (settings: http2.Settings) => {
+      c.maxStreams = Math.min(this.#options.maxStreams, settings.maxConcurrentStreams ?? Infinity);
+      this.#drain();
+    });
     session.on('goaway', () => {
       c.closing = true;
     });
