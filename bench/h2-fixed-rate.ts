@@ -16,7 +16,7 @@ import http2 from 'node:http2';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { summarizeFixedRate } from './lib/fixed-rate-result.ts';
-import { loadArgs, loadSpec, runSchedule } from './lib/open-loop.ts';
+import { loadArgs, loadSpec, runOpenLoop, type Send } from './lib/open-loop.ts';
 
 async function connect(origin: string): Promise<http2.ClientHttp2Session> {
   return new Promise((resolve, reject) => {
@@ -52,60 +52,47 @@ async function main(): Promise<void> {
   let firstError: string | undefined;
   const statuses: Record<string, number> = {};
 
-  let outstanding = 0;
-  let scheduleDone = false;
-  let resolveDone: () => void = () => {};
-  const allDone = new Promise<void>((r) => {
-    resolveDone = r;
-  });
-
-  const fire = (i: number, scheduledAt: number, now: number): void => {
-    const k = i - warmCount; // < 0 during warm-up: not recorded
-    if (k >= 0) sendLag[k] = now - scheduledAt;
-    outstanding++;
+  const send: Send = (i, done) => {
     let status: number | undefined;
-    let finished = false;
-    const finish = (err: Error | undefined): void => {
-      if (finished) return;
-      finished = true;
-      outstanding--;
-      if (k >= 0) {
-        latency[k] = performance.now() - scheduledAt;
-        if (err !== undefined || status === undefined) {
-          errors++;
-          firstError ??= err === undefined ? 'stream closed without a response' : `${err.name}: ${err.message}`;
-        } else {
-          completed++;
-          const s = String(status);
-          statuses[s] = (statuses[s] ?? 0) + 1;
-          if (status < 200 || status >= 300) non2xx++;
-        }
-      }
-      if (scheduleDone && outstanding === 0) resolveDone();
-    };
     let stream: http2.ClientHttp2Stream;
     try {
       stream = (sessions[i % connections] as http2.ClientHttp2Session).request(headers, { endStream: true });
     } catch (err) {
-      finish(err instanceof Error ? err : new Error(String(err)));
+      done(undefined, err instanceof Error ? err : new Error(String(err)));
       return;
     }
     stream.on('response', (h) => {
       status = Number(h[':status']);
     });
     stream.on('data', () => {});
-    stream.on('end', () => finish(undefined));
-    stream.on('error', (err: Error) => finish(err));
-    stream.on('close', () => finish(stream.rstCode === http2.constants.NGHTTP2_NO_ERROR ? undefined : new Error(`stream reset, code ${stream.rstCode}`)));
+    stream.on('end', () => done(status, undefined));
+    stream.on('error', (err: Error) => done(undefined, err));
+    stream.on('close', () => done(status, stream.rstCode === http2.constants.NGHTTP2_NO_ERROR ? undefined : new Error(`stream reset, code ${stream.rstCode}`)));
   };
 
   const start = performance.now() + 20;
-  await runSchedule(start, warmCount + measuredCount, intervalMs, fire);
-  scheduleDone = true;
-  if (outstanding === 0) resolveDone();
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([allDone, new Promise<void>((r) => (timer = setTimeout(r, drainMs)))]);
-  if (timer !== undefined) clearTimeout(timer);
+  await runOpenLoop(
+    { start, total: warmCount + measuredCount, intervalMs, drainMs },
+    send,
+    (i, scheduledAt, now) => {
+      const k = i - warmCount; // < 0 during warm-up: not recorded
+      if (k >= 0) sendLag[k] = now - scheduledAt;
+    },
+    (i, scheduledAt, status, err) => {
+      const k = i - warmCount;
+      if (k < 0) return;
+      latency[k] = performance.now() - scheduledAt;
+      if (err !== undefined || status === undefined) {
+        errors++;
+        firstError ??= err === undefined ? 'stream closed without a response' : `${err.name}: ${err.message}`;
+      } else {
+        completed++;
+        const s = String(status);
+        statuses[s] = (statuses[s] ?? 0) + 1;
+        if (status < 200 || status >= 300) non2xx++;
+      }
+    },
+  );
 
   const result = summarizeFixedRate(
     { rate, seconds, warmupSeconds, warmCount, intervalMs, start, latency, sendLag, completed, errors, non2xx, statuses, firstError },

@@ -102,6 +102,51 @@ export function runSchedule(
   });
 }
 
+/** Sends request i; calls done once when it ended (status, or the error that ended it). */
+export type Send = (i: number, done: (status: number | undefined, err: Error | undefined) => void) => void;
+
+/**
+ * The open loop itself: request i is sent through `send` at start + i*intervalMs (runSchedule),
+ * `sent` hears when it went out, `ended` when it ended (once each, whatever the client calls
+ * back). Resolves true if every request ended within drainMs after the last was sent.
+ */
+export async function runOpenLoop(
+  o: { readonly start: number; readonly total: number; readonly intervalMs: number; readonly drainMs: number },
+  send: Send,
+  sent: (i: number, scheduledAt: number, now: number) => void,
+  ended: (i: number, scheduledAt: number, status: number | undefined, err: Error | undefined) => void,
+): Promise<boolean> {
+  let outstanding = 0;
+  let scheduleDone = false;
+  let resolveDone: () => void = () => {};
+  const allDone = new Promise<void>((r) => {
+    resolveDone = r;
+  });
+  await runSchedule(o.start, o.total, o.intervalMs, (i, scheduledAt, now) => {
+    sent(i, scheduledAt, now);
+    outstanding++;
+    let finished = false;
+    send(i, (status, err) => {
+      if (finished) return;
+      finished = true;
+      outstanding--;
+      ended(i, scheduledAt, err === undefined ? status : undefined, err);
+      if (scheduleDone && outstanding === 0) resolveDone();
+    });
+  });
+  scheduleDone = true;
+  if (outstanding === 0) resolveDone();
+  let timer: NodeJS.Timeout | undefined;
+  const drained = await Promise.race([
+    allDone.then(() => true),
+    new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), o.drainMs);
+    }),
+  ]);
+  if (timer !== undefined) clearTimeout(timer);
+  return drained;
+}
+
 export function openLoop(spec: OpenLoopSpec): OpenLoop {
   const { url, rate } = spec;
   const pool = new Pool(url.origin, {
@@ -119,60 +164,31 @@ export function openLoop(spec: OpenLoopSpec): OpenLoop {
   const intervalMs = 1000 / rate;
   const sendLag = new Float64Array(measuredCount);
 
-  const run: OpenLoop['run'] = async (start, drainMs, onDone) => {
-    let outstanding = 0;
-    let scheduleDone = false;
-    let resolveDone: () => void = () => {};
-    const allDone = new Promise<void>((r) => {
-      resolveDone = r;
+  // dispatch() with a plain handler rather than request(): undici's request() wraps every
+  // exchange in an AsyncResource, a promise and a Readable body, which on this machine made
+  // the generator itself pause 5-25 ms in young-generation GC at 2000 req/s and dominated p99.
+  const dispatchOpts = { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers };
+  const send: Send = (_i, done) => {
+    let status: number | undefined;
+    pool.dispatch(dispatchOpts, {
+      onRequestStart() {}, // its presence selects undici's current handler API
+      onResponseStart(_controller, statusCode) {
+        status = statusCode;
+      },
+      onResponseData() {},
+      onResponseEnd() {
+        done(status, undefined);
+      },
+      onResponseError(_controller, err) {
+        done(undefined, err);
+      },
     });
-
-    // dispatch() with a plain handler rather than request(): undici's request() wraps every
-    // exchange in an AsyncResource, a promise and a Readable body, which on this machine made
-    // the generator itself pause 5-25 ms in young-generation GC at 2000 req/s and dominated p99.
-    const dispatchOpts = { origin: url.origin, path: url.pathname + url.search, method: 'GET', headers };
-    const fire = (i: number, scheduledAt: number, now: number): void => {
+  };
+  const run: OpenLoop['run'] = (start, drainMs, onDone) =>
+    runOpenLoop({ start, total, intervalMs, drainMs }, send, (i, scheduledAt, now) => {
       const k = i - warmCount; // < 0 during warm-up: not recorded
       if (k >= 0) sendLag[k] = now - scheduledAt;
-      outstanding++;
-      let status: number | undefined;
-      let finished = false;
-      const finish = (err: Error | undefined): void => {
-        if (finished) return;
-        finished = true;
-        outstanding--;
-        onDone(k, scheduledAt, err === undefined ? status : undefined, err);
-        if (scheduleDone && outstanding === 0) resolveDone();
-      };
-      pool.dispatch(dispatchOpts, {
-        onRequestStart() {}, // its presence selects undici's current handler API
-        onResponseStart(_controller, statusCode) {
-          status = statusCode;
-        },
-        onResponseData() {},
-        onResponseEnd() {
-          finish(undefined);
-        },
-        onResponseError(_controller, err) {
-          finish(err);
-        },
-      });
-    };
-
-    await runSchedule(start, total, intervalMs, fire);
-    scheduleDone = true;
-    if (outstanding === 0) resolveDone();
-
-    let timer: NodeJS.Timeout | undefined;
-    const drained = await Promise.race([
-      allDone.then(() => true),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), drainMs);
-      }),
-    ]);
-    if (timer !== undefined) clearTimeout(timer);
-    return drained;
-  };
+    }, (i, scheduledAt, status, err) => onDone(i - warmCount, scheduledAt, status, err));
 
   return {
     pool,
