@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { summarizeFixedRate } from './lib/fixed-rate-result.ts';
 import { BENCH_SERVICE, UNARY_REPLY_BYTES, encodeStreamRequest } from './lib/grpc-bench.ts';
-import { runSchedule } from './lib/open-loop.ts';
+import { runOpenLoop } from './lib/open-loop.ts';
 import { percentile } from './lib/stats.ts';
 
 /** Closed-loop result (unary or stream). Counts and rates are of the measured window. */
@@ -274,38 +274,27 @@ async function openLoop(clients: grpc.Client[], rate: number, seconds: number, w
   let completed = 0;
   let non2xx = 0;
   let firstError: string | undefined;
-  let outstanding = 0;
-  let scheduleDone = false;
-  let resolveDone: () => void = () => {};
-  const allDone = new Promise<void>((r) => (resolveDone = r));
-
-  const fire = (i: number, scheduledAt: number, now: number): void => {
-    const k = i - warmCount; // < 0 during warm-up: not recorded
-    if (k >= 0) sendLag[k] = now - scheduledAt;
-    outstanding++;
-    unaryCall(clients[i % clients.length] as grpc.Client, deadlineMs, (code, details) => {
-      outstanding--;
-      if (k >= 0) {
-        latency[k] = performance.now() - scheduledAt;
-        completed++;
-        const name = statusName(code);
-        statuses[name] = (statuses[name] ?? 0) + 1;
-        if (code !== grpc.status.OK) {
-          non2xx++;
-          firstError ??= `${name}: ${details ?? ''}`;
-        }
-      }
-      if (scheduleDone && outstanding === 0) resolveDone();
-    });
-  };
-
   const start = performance.now() + 20;
-  await runSchedule(start, warmCount + measuredCount, intervalMs, fire);
-  scheduleDone = true;
-  if (outstanding === 0) resolveDone();
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([allDone, new Promise<void>((r) => (timer = setTimeout(r, deadlineMs + 1000)))]);
-  if (timer !== undefined) clearTimeout(timer);
+  await runOpenLoop<{ code: number; details: string | undefined }>(
+    { start, total: warmCount + measuredCount, intervalMs, drainMs: deadlineMs + 1000 },
+    (i, done) => unaryCall(clients[i % clients.length] as grpc.Client, deadlineMs, (code, details) => done({ code, details })),
+    (i, scheduledAt, now) => {
+      const k = i - warmCount; // < 0 during warm-up: not recorded
+      if (k >= 0) sendLag[k] = now - scheduledAt;
+    },
+    (i, scheduledAt, { code, details }) => {
+      const k = i - warmCount;
+      if (k < 0) return;
+      latency[k] = performance.now() - scheduledAt;
+      completed++;
+      const name = statusName(code);
+      statuses[name] = (statuses[name] ?? 0) + 1;
+      if (code !== grpc.status.OK) {
+        non2xx++;
+        firstError ??= `${name}: ${details ?? ''}`;
+      }
+    },
+  );
   return summarizeFixedRate(
     { rate, seconds, warmupSeconds, warmCount, intervalMs, start, latency, sendLag, completed, errors: 0, non2xx, statuses, firstError },
     performance.now(),

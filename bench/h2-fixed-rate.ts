@@ -16,7 +16,7 @@ import http2 from 'node:http2';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { summarizeFixedRate } from './lib/fixed-rate-result.ts';
-import { loadArgs, loadSpec, runOpenLoop, type Send } from './lib/open-loop.ts';
+import { loadArgs, loadSpec, runOpenLoop, type HttpOutcome, type Send } from './lib/open-loop.ts';
 
 async function connect(origin: string): Promise<http2.ClientHttp2Session> {
   return new Promise((resolve, reject) => {
@@ -52,22 +52,22 @@ async function main(): Promise<void> {
   let firstError: string | undefined;
   const statuses: Record<string, number> = {};
 
-  const send: Send = (i, done) => {
+  const send: Send<HttpOutcome> = (i, done) => {
     let status: number | undefined;
     let stream: http2.ClientHttp2Stream;
     try {
       stream = (sessions[i % connections] as http2.ClientHttp2Session).request(headers, { endStream: true });
     } catch (err) {
-      done(undefined, err instanceof Error ? err : new Error(String(err)));
+      done({ status: undefined, err: err instanceof Error ? err : new Error(String(err)) });
       return;
     }
     stream.on('response', (h) => {
       status = Number(h[':status']);
     });
     stream.on('data', () => {});
-    stream.on('end', () => done(status, undefined));
-    stream.on('error', (err: Error) => done(undefined, err));
-    stream.on('close', () => done(status, stream.rstCode === http2.constants.NGHTTP2_NO_ERROR ? undefined : new Error(`stream reset, code ${stream.rstCode}`)));
+    stream.on('end', () => done({ status, err: undefined }));
+    stream.on('error', (err: Error) => done({ status: undefined, err }));
+    stream.on('close', () => done(stream.rstCode === http2.constants.NGHTTP2_NO_ERROR ? { status, err: undefined } : { status: undefined, err: new Error(`stream reset, code ${stream.rstCode}`) }));
   };
 
   const start = performance.now() + 20;
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
       const k = i - warmCount; // < 0 during warm-up: not recorded
       if (k >= 0) sendLag[k] = now - scheduledAt;
     },
-    (i, scheduledAt, status, err) => {
+    (i, scheduledAt, { status, err }) => {
       const k = i - warmCount;
       if (k < 0) return;
       latency[k] = performance.now() - scheduledAt;
