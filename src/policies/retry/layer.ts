@@ -177,7 +177,7 @@ export function retryLayer(b: RetryBuild): Layer {
     }
 
     /** Reads a streamed body into a replay buffer (within the allowance), then tries. */
-    async function buffered(req: ProxyRequest & { body: Readable }, ctx: RequestContext, grpcOnly: boolean): Promise<ProxyResponse> {
+    async function buffered(req: ProxyRequest & { body: Readable }, ctx: RequestContext): Promise<ProxyResponse> {
       const reserve = Math.min(req.bodyLength ?? policy.bufferLimitBytes, policy.bufferLimitBytes);
       if ((req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) || !b.allowance.tryReserve(reserve)) {
         refused.body.inc();
@@ -187,7 +187,7 @@ export function retryLayer(b: RetryBuild): Layer {
         if (ctx.cancelled !== undefined) throw ctx.cancelled;
         const replay = await bufferForReplay(req.body, policy.bufferLimitBytes, ctx);
         const request = { ...req, body: replay.body };
-        if (replay.kind === 'buffer') return await attempts(request, ctx, grpcOnly);
+        if (replay.kind === 'buffer') return await attempts(request, ctx);
         refused.body.inc();
         return await next(request, ctx);
       } finally {
@@ -223,7 +223,8 @@ export function retryLayer(b: RetryBuild): Layer {
       if (grpcOnly && !ctx.grpc) return next(req, ctx);
       if (req.body === null || Buffer.isBuffer(req.body)) return attempts(req, ctx, grpcOnly);
       if (ctx.grpc) return tapped(req as ProxyRequest & { body: Readable }, ctx, grpcOnly);
-      return buffered(req as ProxyRequest & { body: Readable }, ctx, grpcOnly);
+      // Only non-gRPC requests get here, and those are retried in full or not at all (above).
+      return buffered(req as ProxyRequest & { body: Readable }, ctx);
     };
   };
 }
