@@ -26,12 +26,10 @@ export function healthReader(registry: Registry, state: () => string, now: () =>
   const startMs = now();
   return async (): Promise<Health> => {
     const metrics = (await registry.getMetricsAsJSON()) as unknown as MetricJson[];
-    let requests = 0;
-    let errors = 0;
-    for (const name of ['http_client_request_duration_seconds', 'http_server_request_duration_seconds']) {
-      requests += sum(metrics, name, () => true, `${name}_count`);
-      errors += sum(metrics, name, (l) => Number(l['http_response_status_code']) >= 500 || (l['error_type'] !== undefined && l['error_type'] !== ''), `${name}_count`);
-    }
+    // Every request the sidecar received, both directions; its tries are the client histogram.
+    const name = 'http_server_request_duration_seconds';
+    const requests = sum(metrics, name, () => true, `${name}_count`);
+    const errors = sum(metrics, name, (l) => Number(l['http_response_status_code']) >= 500 || (l['error_type'] !== undefined && l['error_type'] !== ''), `${name}_count`);
     const refusals = sum(metrics, 'sluice_local_replies_total', (l) => REFUSALS.has(String(l['code'])));
     const atMs = now();
     const base = last ?? { atMs: startMs, requests: 0, errors: 0, refusals: 0 };

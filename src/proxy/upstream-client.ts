@@ -6,6 +6,7 @@ import { SluiceError } from '../stack/errors.ts';
 import type { Registry } from 'prom-client';
 import { abortTry, type Clock, type Direction, type Handler, type RequestContext } from '../stack/types.ts';
 import { hotCounter, type HotCounter } from '../telemetry/hot-metrics.ts';
+import { clientDurations, RouteDurations, type DurationFamily } from '../telemetry/http-durations.ts';
 import type { EndpointSet } from './endpoints.ts';
 import { dispatchTry } from './upstream-exchange.ts';
 import { formatGrpcTimeout } from '../stack/grpc.ts';
@@ -14,6 +15,7 @@ import { CREDIT_HEADER, GRANT_HEADER } from '../policies/credits/protocol.ts';
 
 export interface UpstreamMetrics {
   readonly attempts: HotCounter<'direction' | 'upstream'>;
+  readonly tries: DurationFamily;
 }
 
 export function declareUpstreamMetrics(registry: Registry): UpstreamMetrics {
@@ -22,12 +24,14 @@ export function declareUpstreamMetrics(registry: Registry): UpstreamMetrics {
       'direction',
       'upstream',
     ]),
+    tries: clientDurations(registry),
   };
 }
 
 export interface UpstreamClientBuild {
   readonly direction: Direction;
   readonly upstream: string;
+  readonly route: string;
   readonly metrics: UpstreamMetrics;
   /** The upstream's endpoints, balancer and outlier detector (shared by its routes). */
   readonly endpoints: EndpointSet;
@@ -64,6 +68,7 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
   const { endpoints, deadlineHeader, clock, credits } = b;
   const bodyTimeout = b.idleMs ?? 0;
   const attempts = b.metrics.attempts.labels({ direction: b.direction, upstream: b.upstream });
+  const durations = new RouteDurations(b.metrics.tries, b.direction, b.upstream, b.route);
   return (req, ctx) => {
     attempts.inc();
     const credit = credits === undefined ? undefined : ctx.credit;
@@ -87,7 +92,8 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
           ? probing
           : endpoints.pick(ctx.attempt > 1 ? ctx.lastEndpoint : -1);
     ctx.lastEndpoint = i;
-    ctx.probed = credit === undefined && probing >= 0;
+    const probed = credit === undefined && probing >= 0;
+    ctx.probed = probed;
     let headers = req.headers;
     if (credit !== undefined) {
       // This try's own list: the claim names the endpoint's grant, which differs per try.
@@ -111,17 +117,18 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       { path: req.path, method: req.method, headers, body: req.body, headersTimeout: 0, bodyTimeout },
       ctx,
       upstreamFailure,
-      credits === undefined
-        ? (status, error, resHeaders) => endpoints.settled(i, startedMs, status, error, probing >= 0, resHeaders)
-        : (status, error, resHeaders) => {
-            const grant = resHeaders?.[GRANT_HEADER];
-            if (grant !== undefined) {
-              // The consumer's grant is for this sidecar, not for the app.
-              delete resHeaders?.[GRANT_HEADER];
-              if (typeof grant === 'string') credits.onAnswer(i, grant);
-            }
-            endpoints.settled(i, startedMs, status, error, ctx.probed, resHeaders);
-          },
+      (status, error, resHeaders) => {
+        if (credits !== undefined) {
+          const grant = resHeaders?.[GRANT_HEADER];
+          if (grant !== undefined) {
+            // The consumer's grant is for this sidecar, not for the app.
+            delete resHeaders?.[GRANT_HEADER];
+            if (typeof grant === 'string') credits.onAnswer(i, grant);
+          }
+        }
+        endpoints.settled(i, startedMs, status, error, probed, resHeaders);
+        durations.observe(req.method, status ?? 0, error === undefined ? '' : upstreamFailure(error).code, (clock.now() - startedMs) / 1000);
+      },
     );
     if (probing < 0) return tried;
     // A probe waits no longer than a healthy endpoint's answer may take: a still-hung endpoint

@@ -177,6 +177,7 @@ export function buildStack(b: RouteBuild): Handler {
       : upstreamClient({
           direction,
           upstream,
+          route: b.route,
           metrics: metrics.upstream,
           endpoints,
           idleMs: b.timeouts.idleMs,

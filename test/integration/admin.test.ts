@@ -71,12 +71,26 @@ describe('admin endpoints', () => {
     expect(r.text).toMatch(/^# (HELP|TYPE) sluice_/m);
   });
 
-  it('/metrics: the request duration histogram counts proxied requests', async () => {
-    const up = track(await startScriptedUpstream());
+  it('/metrics: the server histogram counts requests, the client histogram counts each try', async () => {
+    // The second request's first try gets a 503 and is retried: 3 requests, 4 tries.
+    const up = track(await startScriptedUpstream([{ status: 200 }, { status: 503 }, { status: 200 }, { status: 200 }]));
     const sc = track(await startTestSidecar({ outbound: { upstreams: [upstream('orders', up.endpoint)] } }));
     for (let i = 0; i < 3; i++) expect((await send({ port: sc.outboundPort, host: 'orders', path: '/' })).status).toBe(200);
     const m = await sc.metrics();
-    expect(metricSum(m, 'http_client_request_duration_seconds_count', { upstream: 'orders' }), metricNames(m).join(' ')).toBe(3);
+    const outbound = { direction: 'outbound', upstream: 'orders', route: 'default', http_request_method: 'GET' };
+    expect(metricSum(m, 'http_server_request_duration_seconds_count', { ...outbound, http_response_status_code: '200', error_type: '' }), metricNames(m).join(' ')).toBe(3);
+    expect(metricSum(m, 'http_server_request_duration_seconds_count', { http_response_status_code: '503' })).toBe(0);
+    expect(metricSum(m, 'http_client_request_duration_seconds_count', { ...outbound, http_response_status_code: '200' })).toBe(3);
+    expect(metricSum(m, 'http_client_request_duration_seconds_count', { ...outbound, http_response_status_code: '503' })).toBe(1);
+  });
+
+  it('/metrics: a try that got no answer is in the client histogram by its failure, without a status', async () => {
+    const up = track(await startScriptedUpstream(['reset', { status: 200 }]));
+    const sc = track(await startTestSidecar({ outbound: { upstreams: [upstream('orders', up.endpoint)] } }));
+    expect((await send({ port: sc.outboundPort, host: 'orders', path: '/' })).status).toBe(200);
+    const m = await sc.metrics();
+    expect(metricSum(m, 'http_client_request_duration_seconds_count', { upstream: 'orders', http_response_status_code: '', error_type: 'upstream-reset' })).toBe(1);
+    expect(metricSum(m, 'http_server_request_duration_seconds_count', { upstream: 'orders', http_response_status_code: '200' })).toBe(1);
   });
 
   it('/metrics: every local reply is counted by its sluice-error code, no-route included', async () => {

@@ -777,7 +777,7 @@ describe('the example, injected', () => {
     // requests were forwarded one by one (a CONNECT tunnel would not be counted per request).
     const ok = async (port: number, family: string): Promise<number> =>
       [...(await get(`http://127.0.0.1:${port}/metrics`)).body.matchAll(new RegExp(`^${family}\\{[^}]*http_response_status_code="200"[^}]*\\} (\\d+)`, 'gm'))].reduce((sum, m) => sum + Number(m[1]), 0);
-    expect(await ok(outbound.adminPort, 'http_client_request_duration_seconds_count')).toBeGreaterThan(0);
+    expect(await ok(outbound.adminPort, 'http_server_request_duration_seconds_count')).toBeGreaterThan(0);
     expect(await ok(inbound.adminPort, 'http_server_request_duration_seconds_count')).toBeGreaterThan(0);
     producer.child.kill('SIGTERM');
     await Promise.all([inbound.stop(), outbound.stop()]);

@@ -63,7 +63,9 @@ describe('one port, both protocols', () => {
     const { sc } = await viaH1Upstream([{ status: 200, body: 'x' }]);
     const s = await session(sc.outboundPort);
     await h2Request(s, { path: '/', authority: 'orders' });
-    expect(metricSum(await sc.metrics(), 'http_client_request_duration_seconds_count', { upstream: 'orders', http_response_status_code: '200' })).toBe(1);
+    const m = await sc.metrics();
+    expect(metricSum(m, 'http_server_request_duration_seconds_count', { direction: 'outbound', upstream: 'orders', http_response_status_code: '200' })).toBe(1);
+    expect(metricSum(m, 'http_client_request_duration_seconds_count', { direction: 'outbound', upstream: 'orders', http_response_status_code: '200' })).toBe(1);
   });
 
   it('answers a request for no upstream with the local reply, on the stream', async () => {
