@@ -13,6 +13,7 @@ import type { ListenerAddress, SidecarPolicy } from '../policy/types.ts';
 import { watchPolicyFile } from '../policy/watch.ts';
 import { declarePolicyMetrics, startSidecar } from '../proxy/sidecar.ts';
 import { createLogger } from '../telemetry/log.ts';
+import { setUpTracing } from '../telemetry/otel.ts';
 
 export const PROXY_HELP = `Usage: sluice proxy [options]
 
@@ -40,6 +41,12 @@ Following a config service (sluice control) instead of the file:
   --labels-file FILE    labels in the Downward API format (key="value" lines) (env SLUICE_LABELS_FILE)
   --sidecar-id ID       this sidecar's id in the fleet (env POD_NAME; default host name and pid)
   -h, --help            this help
+
+Tracing (OpenTelemetry, off unless an exporter or endpoint is set): OTEL_EXPORTER_OTLP_ENDPOINT or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (e.g. http://sluice-control:15014/v1/traces),
+OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_TRACES_EXPORTER, OTEL_TRACES_SAMPLER
+(default parentbased_always_on) and OTEL_TRACES_SAMPLER_ARG, OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS; OTEL_SDK_DISABLED=true turns it off.
 
 Signals: SIGTERM/SIGINT drain (readiness fails, listeners stop accepting, in-flight requests get
 spec.shutdown.graceMs to finish) and exit 0; a second signal exits at once.`;
@@ -163,12 +170,16 @@ export async function runProxy(argv: string[]): Promise<number> {
     startPolicy = loaded.policy;
   }
 
+  // As the proto says: stable per pod; two sidecars on one host (no POD_NAME) differ by pid.
+  const sidecarId = values['sidecar-id'] ?? env.POD_NAME ?? `${hostname()}-${process.pid}`;
+  const tracing = setUpTracing(env, { sidecarId, version: SLUICE_VERSION }, log);
   let stopping: Promise<void> | undefined;
   let waitingForPush = control !== undefined && values['wait-for-policy'] === true;
   const sidecar = await startSidecar({
     policy: applyOverrides(startPolicy, overrides),
     log,
     processMetrics: true,
+    tracing: tracing.tracing,
     onShutdownRequest: () => void stop('admin /shutdown'),
     notReady: () => (waitingForPush ? ['waiting for the first policy from the config service'] : []),
   });
@@ -194,8 +205,7 @@ export async function runProxy(argv: string[]): Promise<number> {
       client: {
         targets: control.split(',').map((t) => t.trim()).filter((t) => t !== ''),
         identity: {
-          // As the proto says: stable per pod; two sidecars on one host (no POD_NAME) differ by pid.
-          sidecarId: values['sidecar-id'] ?? env.POD_NAME ?? `${hostname()}-${process.pid}`,
+          sidecarId,
           service: values.service ?? env.SLUICE_SERVICE ?? '',
           labels,
           sluiceVersion: SLUICE_VERSION,
@@ -258,6 +268,7 @@ export async function runProxy(argv: string[]): Promise<number> {
       log.info({ reason }, 'shutting down');
       await closeSource();
       await sidecar.shutdown();
+      await tracing.shutdown();
       exitOnAdminShutdown();
     })();
     return stopping;

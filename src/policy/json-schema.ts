@@ -35,6 +35,8 @@ import {
   RETRY_BUDGET_FIELDS,
   RETRY_FIELDS,
   SHUTDOWN_FIELDS,
+  ACCESS_LOG_FIELDS,
+  ACCESS_LOG_DEFAULTS,
   SLOW_CALL_FIELDS,
   SUCCESS_RATE_FIELDS,
   TIMEOUT_FIELDS,
@@ -730,6 +732,18 @@ function spec(): Json {
       inbound: { description: text('The inbound side: requests to the app.'), ...inbound },
       outbound: { description: text("The outbound side: the app's requests to other services."), ...outbound },
       redis: redis(),
+      accessLog: switchable(
+        text('The access log: a JSON line per request on stdout, with its trace id. Off unless written; {} logs every request.', 'a map or off', { value: undefined }),
+        section(
+          ACCESS_LOG_FIELDS,
+          {
+            sampleRate: 'Share of successful requests logged, 0 to 1.',
+            errorSampleRate: 'Share of failed requests (5xx, a local reply, the client gone) logged, 0 to 1.',
+          },
+          ACCESS_LOG_DEFAULTS,
+          'accessLog',
+        ),
+      ),
     },
     {
       // No redis (absent or off): no global rule anywhere, no shared idempotency store.

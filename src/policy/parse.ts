@@ -10,6 +10,8 @@ import {
   LIMITS_FIELDS,
   MAX_DEADLINE,
   SHUTDOWN_FIELDS,
+  ACCESS_LOG_FIELDS,
+  ACCESS_LOG_DEFAULTS,
   readSection,
   readValue,
 } from './schema.ts';
@@ -128,10 +130,11 @@ function exact(f: Field | typeof BAD, want: string): boolean {
 }
 
 function readSpec(f: Field, name: string): SidecarPolicy | undefined {
-  const spec = f.map(['selector', 'admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound', 'redis']);
+  const spec = f.map(['selector', 'admin', 'limits', 'shutdown', 'deadlineHeader', 'inbound', 'outbound', 'redis', 'accessLog']);
   if (spec === BAD) return undefined;
   const limits = spec.get('limits');
   const shutdown = spec.get('shutdown');
+  const accessLog = spec.get('accessLog');
   const policy: SidecarPolicy = {
     name,
     selector: readSelector(spec.get('selector')),
@@ -142,6 +145,7 @@ function readSpec(f: Field, name: string): SidecarPolicy | undefined {
     shutdown: shutdown ? readSection(shutdown, SHUTDOWN_FIELDS, DEFAULTS.shutdown) : DEFAULTS.shutdown,
     deadlineHeader: readDeadlineHeader(spec.get('deadlineHeader')),
     redis: readRedis(spec.get('redis')),
+    accessLog: accessLog === undefined || accessLog.isOff() ? undefined : readSection(accessLog, ACCESS_LOG_FIELDS, ACCESS_LOG_DEFAULTS),
   };
   // Each rule once: a rule inherited by several upstreams is the same object.
   const rules = new Set([

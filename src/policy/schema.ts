@@ -1,5 +1,6 @@
 // The one table of what a policy file may say: every field's built-in default and its range.
 // config/sluice.yaml shows the same defaults to people; a test parses it and checks they agree.
+import type { AccessLogPolicy } from '../telemetry/access-log.ts';
 import type {
   CircuitBreakerPolicy,
   Endpoint,
@@ -218,6 +219,14 @@ export const LIMITS_FIELDS: SectionSpec<ServerLimits> = {
 export const SHUTDOWN_FIELDS: SectionSpec<{ graceMs: number }> = {
   graceMs: { kind: 'int', min: 0, max: MAX_SERVER_MS },
 };
+
+export const ACCESS_LOG_FIELDS: SectionSpec<AccessLogPolicy> = {
+  sampleRate: { kind: 'number', min: 0, max: 1 },
+  errorSampleRate: { kind: 'number', min: 0, max: 1 },
+};
+
+/** Written means on: every request, until a rate says otherwise. */
+export const ACCESS_LOG_DEFAULTS: AccessLogPolicy = { sampleRate: 1, errorSampleRate: 1 };
 
 export const MAX_CONNECTIONS: FieldSpec = { kind: 'int', min: 1, max: 65536 };
 export const MAX_DEADLINE: FieldSpec = { kind: 'int', min: 1, max: MAX_MS, off: true };

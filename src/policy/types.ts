@@ -1,6 +1,7 @@
 // The parsed policy: frozen, typed, units in names, `undefined` = off. Produced only by
 // ./parse.ts from a SidecarPolicy document; everything downstream trusts these shapes.
 import type { GrpcStatusName } from '../stack/grpc.ts';
+import type { AccessLogPolicy } from '../telemetry/access-log.ts';
 import type { DnsPolicy } from './dns.ts';
 import type { RateLimitPolicy, RedisPolicy } from './ratelimits.ts';
 
@@ -318,4 +319,6 @@ export interface SidecarPolicy {
   readonly deadlineHeader: string;
   /** Where global rate limits are shared; undefined: no global limits. */
   readonly redis: RedisPolicy | undefined;
+  /** The access log's sampling; undefined: no access log. */
+  readonly accessLog: AccessLogPolicy | undefined;
 }

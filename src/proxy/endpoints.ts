@@ -195,6 +195,10 @@ export class EndpointSet {
     for (let k = 0; k < n; k++) this.#ejected.dec();
   }
 
+  endpoint(i: number): Endpoint {
+    return this.#b.endpoints[i] as Endpoint;
+  }
+
   #name(i: number): string {
     const e = this.#b.endpoints[i] as Endpoint;
     return e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;

@@ -237,6 +237,7 @@ export function h2StreamHandler(deps: H2StreamDeps) {
         if (ctx.deadlineTimer !== undefined) clearTimeout(ctx.deadlineTimer);
         // Closed before our last byte went out: the client left, whatever runs for it stops.
         if (!stream.writableFinished) cancel(ctx, CLIENT_GONE);
+        ctx.ended?.(stream.writableFinished);
       }
       deps.ended();
     });

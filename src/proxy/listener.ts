@@ -231,6 +231,7 @@ export async function startListener(addr: ListenerAddress, deps: ListenerDeps): 
       if (ctx.deadlineTimer !== undefined) clearTimeout(ctx.deadlineTimer);
       // Closed before the last byte went out: the client left, so whatever runs for it stops.
       if (!res.writableFinished) cancel(ctx, CLIENT_GONE);
+      ctx.ended?.(res.writableFinished);
       done();
     });
     target

@@ -26,6 +26,7 @@ export function newRequestContext(
     idempotencyKey: facts.idempotencyKey,
     attempt: 1,
     answered: false,
+    hedge: false,
     lastEndpoint: -1,
     retryReason: undefined,
     probed: false,
@@ -33,6 +34,8 @@ export function newRequestContext(
     credit: undefined,
     source: source ?? '',
     shadowRefusals: undefined,
+    trace: undefined,
+    ended: undefined,
     protocol,
     grpc: isGrpcContentType(facts.contentType),
   };

@@ -22,6 +22,8 @@ import type { CreditPool, ProducerIdentity } from '../policies/credits/pool.ts';
 import type { IdempotencyDedupe } from '../policies/idempotency/dedupe.ts';
 import type { LatencyTracker } from '../policies/retry/hedge.ts';
 import { InboundBackpressure, OutboundBackpressure } from './backpressure.ts';
+import { AccessLog } from '../telemetry/access-log.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
 
 export interface RouteTarget {
   readonly handler: Handler;
@@ -49,6 +51,8 @@ export interface RuntimeDeps {
   readonly rateLimitStore: () => GlobalStore | undefined;
   /** Who this sidecar is in the credit claims it sends. */
   readonly identity: () => ProducerIdentity;
+  /** undefined: tracing off. */
+  readonly tracing: Tracing | undefined;
 }
 
 type UpstreamShape = Omit<UpstreamPolicy, 'name' | 'hosts' | 'endpoints'>;
@@ -81,6 +85,7 @@ class UpstreamRuntime {
     extras: StackExtras = NO_EXTRAS,
   ) {
     const connectionSlots = (): number => shape.maxConnectionsPerEndpoint * endpoints.length;
+    const accessLog = policy.accessLog === undefined ? undefined : new AccessLog(policy.accessLog, deps.log, deps.random);
     const breakerBuild = (route: RoutePolicy) => {
       const breaker = guards.breakerFor(route);
       return breaker && { ...breaker, caps: guards.caps, connectionSlots };
@@ -114,6 +119,8 @@ class UpstreamRuntime {
           clock: deps.clock,
           random: deps.random,
           metrics: deps.metrics,
+          tracing: deps.tracing,
+          accessLog,
         }),
       },
     }));

@@ -19,6 +19,7 @@ import { startListener, type Listener } from './listener.ts';
 import { PoolSet } from './pools.ts';
 import { sidecarIdentity } from './backpressure.ts';
 import { InboundRouter, OutboundRouter, parseAuthority, type RouteTarget } from './router.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
 
 export interface SidecarOptions {
   readonly policy: SidecarPolicy;
@@ -33,6 +34,8 @@ export interface SidecarOptions {
   readonly notReady?: () => string[];
   /** Resolver functions for endpoint names (tests point them at a scripted DNS server). */
   readonly dns?: () => DnsFunctions;
+  /** Tracing (src/telemetry/otel.ts sets it up from OTEL_* variables); undefined: off. */
+  readonly tracing?: Tracing | undefined;
 }
 
 export interface Sidecar {
@@ -73,6 +76,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     replayAllowance,
     rateLimitStore: () => redis?.link,
     identity: () => identity,
+    tracing: opts.tracing,
   };
   const policyMetrics = declarePolicyMetrics(registry);
 

@@ -109,6 +109,9 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
       setPerTryHeader(headers, deadlineHeader, String(Math.floor(remainingMs)));
       if (ctx.grpc) setPerTryHeader(headers, 'grpc-timeout', formatGrpcTimeout(remainingMs));
     }
+    // The try's own span: the next hop's spans are its children, through the headers it carries.
+    const span = ctx.trace?.tryStarted(ctx, endpoints.endpoint(i).host, endpoints.endpoint(i).port);
+    if (span !== undefined) for (const name in span.headers) setPerTryHeader(headers, name, span.headers[name] as string);
     const startedMs = clock.now();
     endpoints.start(i);
     ctx.answered = false;
@@ -127,7 +130,9 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
           }
         }
         endpoints.settled(i, startedMs, status, error, probed, resHeaders);
-        durations.observe(req.method, status ?? 0, error === undefined ? '' : upstreamFailure(error).code, (clock.now() - startedMs) / 1000);
+        const errorType = error === undefined ? '' : upstreamFailure(error).code;
+        durations.observe(req.method, status ?? 0, errorType, (clock.now() - startedMs) / 1000);
+        span?.settled(status, errorType);
       },
     );
     if (probing < 0) return tried;
@@ -145,7 +150,8 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
  * at its end: a retry finds the value it set last time there and updates it.
  */
 function setPerTryHeader(headers: string[], name: string, value: string): void {
-  for (let at = headers.length - 2; at >= Math.max(0, headers.length - 4); at -= 2) {
+  // At most four: the deadline, grpc-timeout, traceparent and tracestate.
+  for (let at = headers.length - 2; at >= Math.max(0, headers.length - 8); at -= 2) {
     if (headers[at] === name) {
       headers[at + 1] = value;
       return;

@@ -32,6 +32,8 @@ import type { CreditPool } from '../policies/credits/pool.ts';
 import { creditGrantLayer, creditlessLayer, type CreditGrants } from '../policies/credits/grant-layer.ts';
 import type { HedgePolicy } from '../policy/types.ts';
 import type { Clock, Direction, Handler, Layer } from './types.ts';
+import type { AccessLog } from '../telemetry/access-log.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
 
 /** Every metric family the stack's layers own, declared once per registry. */
 export interface StackMetrics {
@@ -95,6 +97,10 @@ export interface RouteBuild {
   readonly clock: Clock;
   readonly random: () => number;
   readonly metrics: StackMetrics;
+  /** undefined: tracing off. */
+  readonly tracing: Tracing | undefined;
+  /** undefined: no access log. */
+  readonly accessLog: AccessLog | undefined;
 }
 
 /** A failed probe must be retried elsewhere (the retry layer retries it whatever it failed with). */
@@ -105,8 +111,9 @@ function canProbe(retry: RetryPolicy | undefined): boolean {
 export function buildStack(b: RouteBuild): Handler {
   const { direction, upstream, clock, metrics } = b;
   const layers: (Layer | undefined)[] = [
-    // Outermost: sees every request once, turns any error into the one local reply, counts it.
-    telemetryLayer({ direction, upstream, route: b.route, clock, metrics: metrics.telemetry }),
+    // Outermost: sees every request once, turns any error into the one local reply, counts it;
+    // opens the request's trace, so every layer below can note its decisions on it.
+    telemetryLayer({ direction, upstream, route: b.route, clock, metrics: metrics.telemetry, tracing: b.tracing, accessLog: b.accessLog }),
     // Fixes the deadline before anything can wait, so retries, back-off and queues all fit in it;
     // also refuses requests whose propagated deadline already passed.
     deadlineLayer({

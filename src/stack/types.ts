@@ -96,6 +96,8 @@ export interface RequestContext {
    * so it can still be retried): per-try timeouts no longer apply to it, only the deadline.
    */
   answered: boolean;
+  /** This try is a hedge (racing the attempt's first try), set in the hedge's own context. */
+  readonly hedge: boolean;
   /** Index of the endpoint the last try went to (-1 before the first), so a retry goes elsewhere. */
   lastEndpoint: number;
   /** Why the current attempt is a retry, for telemetry. */
@@ -127,10 +129,48 @@ export interface RequestContext {
    * client in the `sluice-shadow` response header. undefined until one would have.
    */
   shadowRefusals: string[] | undefined;
+  /** The request's trace, when tracing is on (started by the telemetry layer). */
+  trace: RequestTrace | undefined;
+  /**
+   * Called once by the listener when the exchange is over: the answer was written whole
+   * (`complete`), or the client went away first. Set by whoever needs the end (trace, access log).
+   */
+  ended: ((complete: boolean) => void) | undefined;
+}
+
+/** Attribute values a trace event carries. */
+export type TraceAttributes = Record<string, string | number | boolean>;
+
+/**
+ * A request's server span (src/telemetry/tracing.ts), seen from the layers: they note their
+ * local decisions as events on it, and the upstream client opens a client span per try.
+ */
+export interface RequestTrace {
+  readonly traceId: string;
+  readonly spanId: string;
+  /** A local decision on the request: a retry, a wait for credit, a refusal. */
+  event(name: string, attributes?: TraceAttributes): void;
+  /**
+   * The answer's status went back to the caller; `localReply` when the sidecar gave it, and a
+   * gRPC answer's grpc-status when its headers carry one (trailers-only).
+   */
+  responded(status: number, localReply: string | undefined, grpcStatus: string | string[] | undefined): void;
+  /** A try goes out to `host`:`port`; its span is a child of the request's. */
+  tryStarted(ctx: RequestContext, host: string, port: number): TryTrace;
+  end(complete: boolean): void;
+}
+
+/** One try's client span. */
+export interface TryTrace {
+  /** The trace context headers this try carries, so the next hop's spans are its children. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The try's answer status at its headers, or its failure code (errorType, '' for none). */
+  settled(status: number | undefined, errorType: string): void;
 }
 
 /** Notes that a protection in shadow mode would have refused this request with `code`. */
 export function noteShadowRefusal(ctx: RequestContext, code: string): void {
+  ctx.trace?.event('sluice.shadow_refusal', { 'sluice.code': code });
   if (ctx.shadowRefusals === undefined) ctx.shadowRefusals = [code];
   else if (!ctx.shadowRefusals.includes(code)) ctx.shadowRefusals.push(code);
 }

@@ -3,7 +3,9 @@
 // duration and local decisions are counted. Nothing below it needs to know how errors look.
 import type { Counter, Registry } from 'prom-client';
 import { toLocalReply, type LocalReplyCode } from '../stack/errors.ts';
-import type { Clock, Direction, Layer, ProxyResponse, RequestContext } from '../stack/types.ts';
+import type { Clock, Direction, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../stack/types.ts';
+import type { AccessLog } from './access-log.ts';
+import { startServerTrace, type Tracing } from './tracing.ts';
 import { RouteDurations, serverDurations, type DurationFamily } from './http-durations.ts';
 import { counter } from './registry.ts';
 
@@ -30,12 +32,16 @@ export interface TelemetryBuild {
   readonly route: string;
   readonly clock: Clock;
   readonly metrics: TelemetryMetrics;
+  /** undefined: tracing off (traceparent passes through untouched). */
+  readonly tracing: Tracing | undefined;
+  /** undefined: no access log. */
+  readonly accessLog: AccessLog | undefined;
 }
 
 export function telemetryLayer(b: TelemetryBuild): Layer {
+  const { tracing, accessLog } = b;
   const durations = new RouteDurations(b.metrics.serverDuration, b.direction, b.upstream, b.route);
   const replies = new Map<LocalReplyCode, { inc(): void }>();
-  const observe = (method: string, status: number, errorType: string, seconds: number): void => durations.observe(method, status, errorType, seconds);
 
   function localReply(err: unknown, method: string, ctx: RequestContext): ProxyResponse {
     const reply = toLocalReply(err, ctx.grpc);
@@ -46,23 +52,45 @@ export function telemetryLayer(b: TelemetryBuild): Layer {
       replies.set(reply.code, inc);
     }
     inc.inc();
-    observe(method, reply.statusCode, reply.code, (b.clock.now() - ctx.startMs) / 1000);
+    durations.observe(method, reply.statusCode, reply.code, (b.clock.now() - ctx.startMs) / 1000);
     return reply;
   }
 
-  return (next) => (req, ctx) => {
-    let pending: Promise<ProxyResponse>;
-    try {
-      pending = next(req, ctx);
-    } catch (err) {
-      return Promise.resolve(localReply(err, req.method, ctx));
+  return (next) => {
+    function answer(req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+      let pending: Promise<ProxyResponse>;
+      try {
+        pending = next(req, ctx);
+      } catch (err) {
+        return Promise.resolve(localReply(err, req.method, ctx));
+      }
+      return pending.then(
+        (res) => {
+          durations.observe(req.method, res.statusCode, '', (b.clock.now() - ctx.startMs) / 1000);
+          return res;
+        },
+        (err: unknown) => localReply(err, req.method, ctx),
+      );
     }
-    return pending.then(
-      (res) => {
-        observe(req.method, res.statusCode, '', (b.clock.now() - ctx.startMs) / 1000);
+
+    /** With a trace or an access log, the request is followed to its end. */
+    function followed(req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
+      const span = tracing === undefined ? undefined : startServerTrace(tracing, req, ctx);
+      ctx.trace = span;
+      const entry = accessLog?.start(req, ctx, b.clock);
+      let status = 0;
+      ctx.ended = (complete) => {
+        span?.end(complete);
+        entry?.end(status, complete);
+      };
+      return answer(req, ctx).then((res) => {
+        status = res.statusCode;
+        span?.responded(status, ctx.localReply, ctx.grpc ? res.headers['grpc-status'] : undefined);
+        entry?.responded(b.clock);
         return res;
-      },
-      (err: unknown) => localReply(err, req.method, ctx),
-    );
+      });
+    }
+
+    return tracing === undefined && accessLog === undefined ? answer : followed;
   };
 }

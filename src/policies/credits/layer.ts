@@ -52,7 +52,12 @@ export function creditLayer(b: CreditLayerBuild): Layer {
       takeHeader(req.headers as string[], CREDIT_HEADER);
       const waiting = pool.acquire(ctx);
       if (waiting === undefined) return send(req, ctx);
-      return waiting.then(() => send(req, ctx));
+      if (ctx.trace === undefined) return waiting.then(() => send(req, ctx));
+      const waitedFrom = b.clock.now();
+      return waiting.then(() => {
+        ctx.trace?.event('sluice.credit_wait', { 'sluice.upstream': b.upstream, 'sluice.waited_ms': Math.round(b.clock.now() - waitedFrom) });
+        return send(req, ctx);
+      });
     };
   };
 }

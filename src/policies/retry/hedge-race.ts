@@ -140,9 +140,11 @@ class HedgeRace {
       ...parent,
       onCancel: undefined,
       attempt: hedge ? parent.attempt + 1 : parent.attempt,
+      hedge,
       lastEndpoint: last === undefined ? parent.lastEndpoint : last.ctx.lastEndpoint,
       probed: false,
     };
+    if (hedge) parent.trace?.event('sluice.hedge', { 'sluice.attempt': ctx.attempt });
     const t: Try = { ctx, startedMs: this.#d.clock.now(), hedge, charged, settled: false, response: undefined, error: undefined };
     this.#tries.push(t);
     this.#pending++;

@@ -65,7 +65,16 @@ type Outcome = { readonly response: ProxyResponse; readonly error?: undefined } 
 
 export function retryLayer(b: RetryBuild): Layer {
   const { policy, budget, clock } = b;
-  const refusedBy = (why: string) => b.metrics.refused.labels({ direction: b.direction, upstream: b.upstream, why });
+  const refusedBy = (why: string) => {
+    const counter = b.metrics.refused.labels({ direction: b.direction, upstream: b.upstream, why });
+    // The count, and on a traced request the decision as an event: why it was not retried.
+    return {
+      inc(ctx?: RequestContext): void {
+        counter.inc();
+        ctx?.trace?.event('sluice.retry_refused', { 'sluice.why': why });
+      },
+    };
+  };
   const refused = {
     budget: refusedBy('budget'),
     deadline: refusedBy('deadline'),
@@ -119,11 +128,11 @@ export function retryLayer(b: RetryBuild): Layer {
           (isRetryable(verdict, status, policy) && (!grpcOnly || NOT_PROCESSED_OR_GRPC.has(verdict.kind))) || (ctx.probed && verdict.failure);
         if (ctx.cancelled !== undefined || !retryable) return settle(outcome);
         if (attempt >= policy.maxAttempts) {
-          refused.attempts.inc();
+          refused.attempts.inc(ctx);
           return settle(outcome);
         }
         if (tap !== undefined && !tap.replayable) {
-          refused.body.inc();
+          refused.body.inc(ctx);
           return settle(outcome);
         }
 
@@ -131,7 +140,7 @@ export function retryLayer(b: RetryBuild): Layer {
         // A gRPC server's own hint (gRFC A6): wait that long, or do not retry at all.
         const pushback = parsePushbackMs(outcome.response?.headers['grpc-retry-pushback-ms']);
         if (pushback === 'stop' || (pushback !== undefined && pushback > policy.retryAfterMaxMs)) {
-          refused.retryAfter.inc();
+          refused.retryAfter.inc(ctx);
           return settle(outcome);
         }
         if (pushback !== undefined) waitMs = Math.max(waitMs, pushback);
@@ -143,7 +152,7 @@ export function retryLayer(b: RetryBuild): Layer {
           const askedMs = parseRetryAfterMs(retryAfter, Date.now());
           if (askedMs !== undefined) {
             if (askedMs > policy.retryAfterMaxMs) {
-              refused.retryAfter.inc();
+              refused.retryAfter.inc(ctx);
               return settle(outcome);
             }
             waitMs = Math.max(waitMs, askedMs);
@@ -151,14 +160,14 @@ export function retryLayer(b: RetryBuild): Layer {
         }
         // A retry that cannot start before the deadline would only turn an answer into a 504.
         if (clock.now() + waitMs >= ctx.deadlineMs) {
-          refused.deadline.inc();
+          refused.deadline.inc(ctx);
           return settle(outcome);
         }
         // A failed probe of an ejected endpoint is retried free: probes are bounded by their
         // interval, and a client must not pay for sluice's look at a sick endpoint.
         if (budget !== undefined && !ctx.probed) {
           if (!budget.tryAcquire()) {
-            refused.budget.inc();
+            refused.budget.inc(ctx);
             return settle(outcome);
           }
           charged = true;
@@ -167,6 +176,7 @@ export function retryLayer(b: RetryBuild): Layer {
         if (body != null && !Buffer.isBuffer(body)) body.discard();
         countRetry(verdict.reason);
         ctx.retryReason = verdict.reason;
+        ctx.trace?.event('sluice.retry', { 'sluice.attempt': attempt + 1, 'sluice.retry_reason': verdict.reason, 'sluice.backoff_ms': Math.round(waitMs) });
         try {
           if (waitMs > 0) await cancellableSleep(waitMs, ctx);
         } catch (err) {
@@ -180,7 +190,7 @@ export function retryLayer(b: RetryBuild): Layer {
     async function buffered(req: ProxyRequest & { body: Readable }, ctx: RequestContext): Promise<ProxyResponse> {
       const reserve = Math.min(req.bodyLength ?? policy.bufferLimitBytes, policy.bufferLimitBytes);
       if ((req.bodyLength !== undefined && req.bodyLength > policy.bufferLimitBytes) || !b.allowance.tryReserve(reserve)) {
-        refused.body.inc();
+        refused.body.inc(ctx);
         return next(req, ctx);
       }
       try {
@@ -188,7 +198,7 @@ export function retryLayer(b: RetryBuild): Layer {
         const replay = await bufferForReplay(req.body, policy.bufferLimitBytes, ctx);
         const request = { ...req, body: replay.body };
         if (replay.kind === 'buffer') return await attempts(request, ctx);
-        refused.body.inc();
+        refused.body.inc(ctx);
         return await next(request, ctx);
       } finally {
         b.allowance.release(reserve);
@@ -202,7 +212,7 @@ export function retryLayer(b: RetryBuild): Layer {
     async function tapped(req: ProxyRequest & { body: Readable }, ctx: RequestContext, grpcOnly: boolean): Promise<ProxyResponse> {
       const reserve = policy.bufferLimitBytes;
       if (!b.allowance.tryReserve(reserve)) {
-        refused.body.inc();
+        refused.body.inc(ctx);
         return next(req, ctx);
       }
       const tap = new ReplayTap(req.body, policy.bufferLimitBytes);

@@ -31,6 +31,11 @@ const cases: Case[] = [
     errors: ['t.yaml:7:5: spec.shutdown.drainMode: unknown field; known fields are graceMs'],
   },
   {
+    name: 'an access log sample rate above 1',
+    spec: 'accessLog:\n  sampleRate: 5',
+    errors: ['t.yaml:7:17: spec.accessLog.sampleRate: must be a number from 0 to 1, got 5'],
+  },
+  {
     name: 'string where an integer belongs',
     spec: 'limits:\n  maxHeaderBytes: 16k',
     errors: ['t.yaml:7:21: spec.limits.maxHeaderBytes: must be an integer from 1024 to 1048576, got "16k"'],

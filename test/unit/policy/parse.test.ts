@@ -69,6 +69,14 @@ describe('the embedded default policy', () => {
     expect(policy.limits).toEqual({ maxHeaderBytes: 16384, headersTimeoutMs: 10000, keepAliveTimeoutMs: 5000, maxRetryBufferBytes: 67108864 });
     expect(policy.shutdown).toEqual({ graceMs: 20000 });
     expect(policy.deadlineHeader).toBe('sluice-timeout-ms');
+    expect(policy.accessLog).toBeUndefined();
+  });
+
+  it('an access log written as {} logs every request; rates narrow it; off is none', () => {
+    const read = (spec: string) => parsePolicy(`${HEADER}${spec}`, 'a.yaml');
+    expect(read('  accessLog: {}\n')).toMatchObject({ ok: true, policy: { accessLog: { sampleRate: 1, errorSampleRate: 1 } } });
+    expect(read('  accessLog: {sampleRate: 0.01}\n')).toMatchObject({ ok: true, policy: { accessLog: { sampleRate: 0.01, errorSampleRate: 1 } } });
+    expect(read('  accessLog: off\n')).toMatchObject({ ok: true, policy: { accessLog: undefined } });
   });
 
   it('says what the built-in defaults are: an empty spec parses to the same policy', () => {
