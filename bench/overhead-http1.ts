@@ -6,6 +6,7 @@ import { runLoad } from './lib/measure.ts';
 import { NODE, ROOT, firstLine, httpGet } from './lib/procs.ts';
 import type { Measured, Saturation, Scenario } from './overhead-rows.ts';
 import { AUTHORITY, http1Targets } from './overhead-targets.ts';
+import { sinkSummary } from './lib/otlp-sink.ts';
 import { P } from './overhead-params.ts';
 
 export interface WrkResult {
@@ -95,6 +96,7 @@ export const HTTP1: Scenario = {
     `- upstream: bench/upstream.ts (node http), 200 with a 100-byte body, keep-alive; requests are \`GET /\` with \`Host: ${AUTHORITY}\``,
     `- saturation: \`wrk -t1 -c${P.connections} -d${P.satSeconds}s --latency\` after a ${P.warmupSeconds}s warm-up run of the same (BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS)`,
     `- fixed rate: bench/fixed-rate.ts, open loop at ${P.rate} req/s for ${P.fixedSeconds}s after ${P.fixedWarmupSeconds}s unrecorded, up to ${P.connections} connections, latency from the scheduled send time (BENCH_RATE, BENCH_FIXED_SECONDS, BENCH_FIXED_WARMUP_SECONDS)`,
+    `- tracing rows: the outbound sidecar with OTEL_TRACES_SAMPLER=parentbased_traceidratio and OTEL_TRACES_SAMPLER_ARG 0.1 or 1 (wrk sends no traceparent, so each request is a root), OTLP/HTTP protobuf to a sink in the bench runner every second (OTEL_BSP_SCHEDULE_DELAY=1000)${sinkSummary() === undefined ? '' : `; the sink received ${sinkSummary()}`}; the other sluice rows run with tracing off`,
   ],
   probe: async (port) => {
     const r = await httpGet(`http://127.0.0.1:${port}/`, 5000, AUTHORITY);

@@ -20,6 +20,7 @@ import {
   toolMissing,
 } from './lib/proxies.ts';
 import type { TargetSpec } from './overhead-rows.ts';
+import { otlpSink } from './lib/otlp-sink.ts';
 import { P } from './overhead-params.ts';
 
 /** The authority every row's requests carry: sluice's outbound listener routes on it. */
@@ -45,8 +46,35 @@ function benchPolicy(
   });
 }
 
-async function startSluice(tmp: string, name: string, policy: string, adminPort: number): Promise<Proc> {
-  return startSluiceProc(path.join(tmp, `${name}.yaml`), policy, name, adminPort, P.serverCpu, P.nice, P.sluiceNodeFlags);
+async function startSluice(tmp: string, name: string, policy: string, adminPort: number, env?: Record<string, string>): Promise<Proc> {
+  return startSluiceProc(path.join(tmp, `${name}.yaml`), policy, name, adminPort, P.serverCpu, P.nice, P.sluiceNodeFlags, env);
+}
+
+/**
+ * sluice outbound with tracing on, sampling `ratio` of the (untraced) requests as new roots, the
+ * spans sent OTLP/HTTP protobuf to a sink in the runner. Batches go out every second so the run
+ * exports under load, not only at the end.
+ */
+function tracedRow(ratio: number): TargetSpec {
+  const pct = Math.round(ratio * 100);
+  return {
+    id: `sluice-traced-${pct}`,
+    label: `sluice outbound, tracing ${pct}%`,
+    skip: sluiceMissing,
+    start: async (tmp, serverPort) => {
+      const sink = await otlpSink();
+      const admin = await freePort();
+      const out = await freePort();
+      const policy = benchPolicy('bench-a', admin, { port: out, endpoint: `127.0.0.1:${serverPort}` }, undefined, undefined);
+      const a = await startSluice(tmp, 'sluice-a', policy, admin, {
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: sink.url,
+        OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+        OTEL_TRACES_SAMPLER_ARG: String(ratio),
+        OTEL_BSP_SCHEDULE_DELAY: '1000',
+      });
+      return { port: out, procs: [a] };
+    },
+  };
 }
 
 /** direct, sluice outbound, sluice outbound -> inbound; `protocol` omitted = sluice's default. */
@@ -91,6 +119,8 @@ function sluiceRows(protocol: SluiceProtocol | undefined): TargetSpec[] {
 export function http1Targets(): TargetSpec[] {
   return [
     ...sluiceRows(undefined),
+    tracedRow(0.1),
+    tracedRow(1),
     {
       id: 'nginx',
       label: 'nginx',
