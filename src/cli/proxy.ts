@@ -47,6 +47,8 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (e.g. http://sluice-control:15014/v1/traces),
 OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_TRACES_EXPORTER, OTEL_TRACES_SAMPLER
 (default parentbased_always_on) and OTEL_TRACES_SAMPLER_ARG, OTEL_SERVICE_NAME,
 OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS; OTEL_SDK_DISABLED=true turns it off.
+  --traces-token-file FILE  send this bearer token with every trace export (the config service's
+                        receiver wants the control token)            (env SLUICE_TRACES_TOKEN_FILE)
 
 Signals: SIGTERM/SIGINT drain (readiness fails, listeners stop accepting, in-flight requests get
 spec.shutdown.graceMs to finish) and exit 0; a second signal exits at once.`;
@@ -118,6 +120,7 @@ export async function runProxy(argv: string[]): Promise<number> {
       'log-level': { type: 'string' },
       control: { type: 'string' },
       'control-token-file': { type: 'string' },
+      'traces-token-file': { type: 'string' },
       'control-ca': { type: 'string' },
       'control-cert': { type: 'string' },
       'control-key': { type: 'string' },
@@ -172,7 +175,8 @@ export async function runProxy(argv: string[]): Promise<number> {
 
   // As the proto says: stable per pod; two sidecars on one host (no POD_NAME) differ by pid.
   const sidecarId = values['sidecar-id'] ?? env.POD_NAME ?? `${hostname()}-${process.pid}`;
-  const tracing = setUpTracing(env, { sidecarId, version: SLUICE_VERSION }, log);
+  const tracesToken = await readToken(values['traces-token-file'] ?? env.SLUICE_TRACES_TOKEN_FILE, '--traces-token-file');
+  const tracing = setUpTracing(env, { sidecarId, version: SLUICE_VERSION, token: tracesToken }, log);
   let stopping: Promise<void> | undefined;
   let waitingForPush = control !== undefined && values['wait-for-policy'] === true;
   const sidecar = await startSidecar({

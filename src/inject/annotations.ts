@@ -18,6 +18,8 @@ export const ANNOTATION = Object.freeze({
   legacy: 'sluice.dev/legacy',
   cpu: 'sluice.dev/cpu',
   memory: 'sluice.dev/memory',
+  traces: 'sluice.dev/traces',
+  traceSampling: 'sluice.dev/trace-sampling',
 });
 
 const KNOWN: ReadonlySet<string> = new Set(Object.values(ANNOTATION));
@@ -64,6 +66,45 @@ export interface SidecarOptions {
   readonly resources: SidecarResources;
   /** The sidecar's `--service`, for policy selectors. */
   readonly service: string;
+  /** Where the sidecar sends its spans (OTLP/HTTP); undefined: tracing off. */
+  readonly traces: TraceExport | undefined;
+}
+
+export interface TraceExport {
+  /** The OTLP/HTTP traces URL. */
+  readonly endpoint: string;
+  /** The config service's receiver: the control token goes with every export. */
+  readonly withControlToken: boolean;
+  /** Share of new traces sampled (parent-based: a caller's decision wins). */
+  readonly sampling: number;
+}
+
+/** The config service's HTTP port (fleet API, metrics, and the OTLP trace receiver). */
+export const CONTROL_API_PORT = 15014;
+
+const TRACE_URL = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
+
+/** `sluice.dev/traces`: off (default), `control` (the config service's receiver), or a collector URL. */
+function readTraces(a: Annotations, source: PolicySource): TraceExport | undefined {
+  const v = a[ANNOTATION.traces];
+  const rate = a[ANNOTATION.traceSampling];
+  if (v === undefined || v === 'off') {
+    if (rate !== undefined) throw new InjectError('bad-annotation', `${ANNOTATION.traceSampling} needs ${ANNOTATION.traces} ("control" or a collector URL)`);
+    return undefined;
+  }
+  const sampling = rate === undefined ? 1 : Number(rate);
+  if (rate !== undefined && (!/^(0|1|0?\.\d+|1\.0*)$/.test(rate) || sampling > 1)) {
+    throw new InjectError('bad-annotation', `${ANNOTATION.traceSampling}: must be a ratio from 0 to 1, got ${JSON.stringify(rate)}`);
+  }
+  if (v === 'control') {
+    if (source.kind !== 'control') throw new InjectError('bad-annotation', `${ANNOTATION.traces}: "control" needs the sidecar to follow a config service (${ANNOTATION.control})`);
+    // The first replica address's host; traces go to the same Service's HTTP port.
+    const first = source.address.split(',')[0] as string;
+    const host = first.slice(0, first.lastIndexOf(':'));
+    return { endpoint: `http://${host}:${CONTROL_API_PORT}/v1/traces`, withControlToken: true, sampling };
+  }
+  if (!TRACE_URL.test(v)) throw new InjectError('bad-annotation', `${ANNOTATION.traces}: must be "off", "control" or an http(s) URL of an OTLP/HTTP traces endpoint, got ${JSON.stringify(v)}`);
+  return { endpoint: v, withControlToken: false, sampling };
 }
 
 export type Annotations = Readonly<Record<string, string>>;
@@ -218,5 +259,6 @@ export function sidecarOptions(a: Annotations, settings: InjectSettings, app: Om
     legacy: readBoolean(a, ANNOTATION.legacy) ?? settings.legacy,
     resources: sidecarResources(a[ANNOTATION.cpu], a[ANNOTATION.memory]),
     service,
+    traces: readTraces(a, source),
   });
 }

@@ -116,6 +116,20 @@ function sidecarMounts(o: SidecarOptions): Json[] {
   }
 }
 
+/** OpenTelemetry's own variables: what `sluice proxy` reads to trace (see README, Traces). */
+function traceEnv(o: SidecarOptions): Json[] {
+  const t = o.traces;
+  if (t === undefined) return [];
+  return [
+    { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', value: t.endpoint },
+    { name: 'OTEL_TRACES_SAMPLER', value: 'parentbased_traceidratio' },
+    { name: 'OTEL_TRACES_SAMPLER_ARG', value: String(t.sampling) },
+    ...(o.service === '' ? [] : [{ name: 'OTEL_SERVICE_NAME', value: o.service }]),
+    // The token file, not the token: it stays out of the pod spec and the environment.
+    ...(t.withControlToken ? [{ name: 'SLUICE_TRACES_TOKEN_FILE', value: PATHS.tokenFile }] : []),
+  ];
+}
+
 export function sidecarContainer(o: SidecarOptions): Json {
   const ports: Json[] = [];
   if (o.appPort !== undefined) ports.push({ name: INBOUND_PORT_NAME, containerPort: o.ports.inbound });
@@ -125,7 +139,7 @@ export function sidecarContainer(o: SidecarOptions): Json {
     name: SIDECAR_NAME,
     image: o.image,
     args: sidecarArgs(o),
-    env: [{ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
+    env: [{ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }, ...traceEnv(o)],
     ...(ports.length > 0 ? { ports } : {}),
     // A native sidecar: started before the app containers, stopped after them; a Job completes
     // when its app containers do.

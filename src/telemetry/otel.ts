@@ -25,8 +25,19 @@ export function tracingWanted(env: Env): boolean {
   return (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT ?? '').trim() !== '';
 }
 
-export function setUpTracing(env: Env, identity: { readonly sidecarId: string; readonly version: string }, log: Logger): TracingSetup {
+export function setUpTracing(
+  env: Env,
+  identity: { readonly sidecarId: string; readonly version: string; readonly token?: string | undefined },
+  log: Logger,
+): TracingSetup {
   if (!tracingWanted(env)) return { tracing: undefined, shutdown: async () => undefined };
+  if (identity.token !== undefined) {
+    // The SDK's exporter reads its headers from here when it is built (sdk.start below); a
+    // token in a file keeps it out of the pod spec, which OTEL_EXPORTER_OTLP_HEADERS would not.
+    const headers = process.env.OTEL_EXPORTER_OTLP_TRACES_HEADERS;
+    const auth = `authorization=${encodeURIComponent(`Bearer ${identity.token}`)}`;
+    process.env.OTEL_EXPORTER_OTLP_TRACES_HEADERS = headers === undefined || headers.trim() === '' ? auth : `${headers},${auth}`;
+  }
   const sdk = new NodeSDK({
     // service.name defaults to sluice; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the env
     // detector, last) override it and anything else here.

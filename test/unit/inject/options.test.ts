@@ -47,6 +47,20 @@ describe('sidecar options from annotations', () => {
     expect(options({ 'sluice.dev/control': ' a:1 , [::1]:2 ' }).source).toMatchObject({ address: 'a:1,[::1]:2' });
   });
 
+  it('traces: off by default; to the config service with its token, or to a collector URL', () => {
+    expect(options({}).traces).toBeUndefined();
+    expect(options({ 'sluice.dev/traces': 'control', 'sluice.dev/trace-sampling': '0.1' }).traces).toEqual({
+      endpoint: 'http://sluice-control.sluice-system.svc:15014/v1/traces',
+      withControlToken: true,
+      sampling: 0.1,
+    });
+    expect(options({ 'sluice.dev/traces': 'http://otel-collector.observability:4318/v1/traces' }).traces).toEqual({
+      endpoint: 'http://otel-collector.observability:4318/v1/traces',
+      withControlToken: false,
+      sampling: 1,
+    });
+  });
+
   it('reads the app port as a number, a containerPort name, or none', () => {
     expect(options({ 'sluice.dev/app-port': '9000' }).appPort).toBe(9000);
     expect(options({ 'sluice.dev/app-port': 'grpc' }).appPort).toBe(50051);
@@ -71,6 +85,10 @@ describe('sidecar options from annotations', () => {
     ['a zero memory', { 'sluice.dev/memory': '0' }, 'sluice.dev/memory: "0" must be more than 0'],
     ['three quantities', { 'sluice.dev/memory': '1Mi/2Mi/3Mi' }, 'sluice.dev/memory: expected one or two quantities'],
     ['a limit below the request', { 'sluice.dev/cpu': '2/500m' }, 'sluice.dev/cpu: the limit is below the request, got "2/500m"'],
+    ['traces to a non-URL', { 'sluice.dev/traces': 'jaeger:4318' }, 'sluice.dev/traces: must be "off", "control" or an http(s) URL of an OTLP/HTTP traces endpoint, got "jaeger:4318"'],
+    ['traces to control without one', { 'sluice.dev/control': 'off', 'sluice.dev/traces': 'control' }, 'sluice.dev/traces: "control" needs the sidecar to follow a config service (sluice.dev/control)'],
+    ['a sampling ratio above 1', { 'sluice.dev/traces': 'control', 'sluice.dev/trace-sampling': '10' }, 'sluice.dev/trace-sampling: must be a ratio from 0 to 1, got "10"'],
+    ['a sampling ratio with no traces', { 'sluice.dev/trace-sampling': '0.1' }, 'sluice.dev/trace-sampling needs sluice.dev/traces ("control" or a collector URL)'],
   ];
   for (const [what, a, message] of refusals) {
     it(`refuses ${what}`, () => {
