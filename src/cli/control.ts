@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { DEFAULT_TRACE_LIMITS } from '../control/traces/store.ts';
 import { startControl } from '../control/server.ts';
 import { createLogger } from '../telemetry/log.ts';
 
@@ -23,7 +24,11 @@ Options:
   --grpc-address A       gRPC listen address (default 0.0.0.0)
   --grpc-port N          gRPC port sidecars connect to (default 15012)
   --api-address A        HTTP API address (default 0.0.0.0)
-  --api-port N           HTTP API port: /v1/fleet /v1/refresh /healthz /readyz /metrics (default 15014)
+  --api-port N           HTTP API port: /v1/fleet /v1/refresh /v1/traces /healthz /readyz /metrics,
+                         and the status page at / (default 15014)
+  --traces-forward URL   forward every OTLP trace export received to this collector's OTLP/HTTP
+                         traces URL, unchanged                                   (env SLUICE_TRACES_FORWARD)
+  --traces-kept N        recent traces kept in memory (default 500; failed ones: N/5 more, apart)
   --token-file FILE      bearer token sidecars and API callers must send            (env SLUICE_CONTROL_TOKEN_FILE)
   --tls-cert FILE, --tls-key FILE   serve gRPC over TLS
   --tls-client-ca FILE   require client certificates signed by this CA (mTLS)
@@ -70,6 +75,8 @@ export async function runControl(argv: string[]): Promise<number> {
       'tls-key': { type: 'string' },
       'tls-client-ca': { type: 'string' },
       'max-sidecars': { type: 'string' },
+      'traces-forward': { type: 'string' },
+      'traces-kept': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -100,6 +107,12 @@ export async function runControl(argv: string[]): Promise<number> {
           clientCa: values['tls-client-ca'] === undefined ? undefined : await readFile(values['tls-client-ca']),
         };
   if (token === undefined) log.warn('no --token-file: any peer that reaches the gRPC port gets policies');
+  const forwardUrl = values['traces-forward'] ?? env.SLUICE_TRACES_FORWARD;
+  if (forwardUrl !== undefined && !/^https?:\/\/[^\s/?#]+/.test(forwardUrl)) {
+    console.error(`sluice control: --traces-forward must be an http(s) URL of an OTLP/HTTP traces endpoint, got ${JSON.stringify(forwardUrl)}`);
+    return 2;
+  }
+  const kept = int('--traces-kept', values['traces-kept'], DEFAULT_TRACE_LIMITS.maxTraces, 1, 100_000);
   const service = await startControl({
     repo,
     branch: values.branch ?? env.SLUICE_CONTROL_BRANCH ?? 'main',
@@ -114,6 +127,7 @@ export async function runControl(argv: string[]): Promise<number> {
     tls,
     maxSidecars: int('--max-sidecars', values['max-sidecars'], 10_000, 1, 1_000_000),
     log,
+    traces: { forwardUrl, limits: { ...DEFAULT_TRACE_LIMITS, maxTraces: kept, maxErrored: Math.max(1, Math.ceil(kept / 5)) } },
   });
   // For whoever started us on port 0 (tests, the bench): the ports actually bound.
   console.log(JSON.stringify({ grpcPort: service.grpcPort, apiPort: service.apiPort }));

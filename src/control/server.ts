@@ -25,6 +25,9 @@ import {
   type SidecarMessage,
 } from './protocol.ts';
 import { fleetView, type FleetView } from './fleet-view.ts';
+import { serveStatusPage } from './status-page.ts';
+import { TraceReceiver } from './traces/receiver.ts';
+import type { TraceStoreLimits } from './traces/store.ts';
 
 export interface TlsFiles {
   readonly cert: Buffer;
@@ -48,6 +51,8 @@ export interface ControlOptions {
   readonly tls?: TlsFiles | undefined;
   readonly maxSidecars: number;
   readonly log: Logger;
+  /** The OTLP trace receiver: its bounds, and a collector to forward every export to. */
+  readonly traces?: { readonly forwardUrl?: string | undefined; readonly limits?: TraceStoreLimits | undefined } | undefined;
 }
 
 export interface ControlService {
@@ -238,6 +243,13 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
     return fleetView(fleet, { repo: opts.repo, branch: opts.branch, rejected, fetchError: fetchError === undefined ? undefined : { code: fetchError.code, message: fetchError.message } });
   };
 
+  const traces = new TraceReceiver({
+    registry,
+    log,
+    ...(opts.traces?.limits === undefined ? {} : { limits: opts.traces.limits }),
+    forwardUrl: opts.traces?.forwardUrl,
+  });
+
   const api = http.createServer((req, res) => {
     // The path only, without URL parsing: a target like `//x:99999` must not throw here.
     const target = req.url ?? '/';
@@ -249,6 +261,8 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
       res.end(text);
     };
     if (url.pathname === '/healthz') return reply(200, 'ok\n', 'text/plain');
+    // The page itself is static and public; the data it asks for needs the token.
+    if (req.method === 'GET' && serveStatusPage(req, res, url.pathname)) return;
     if (url.pathname === '/readyz') {
       // Ready once a good commit is there to hand out.
       return fleet.set === undefined ? reply(503, 'no good commit yet\n', 'text/plain') : reply(200, 'ready\n', 'text/plain');
@@ -279,6 +293,13 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
       return reply(401, { error: 'a valid bearer token is required (Authorization: Bearer ...)' });
     }
     if (url.pathname === '/v1/fleet' && req.method === 'GET') return reply(200, view());
+    if (url.pathname === '/v1/traces') {
+      if (req.method === 'POST') return traces.handleExport(req, res);
+      if (req.method === 'GET') return traces.handleList(res, new URLSearchParams(query < 0 ? '' : target.slice(query + 1)));
+      res.setHeader('allow', 'GET, POST');
+      return reply(405, { error: 'POST an OTLP export, or GET the list' });
+    }
+    if (url.pathname.startsWith('/v1/traces/') && req.method === 'GET') return traces.handleGet(res, url.pathname.slice('/v1/traces/'.length));
     reply(404, { error: `no such endpoint: ${req.method} ${url.pathname}` });
   });
   const apiAddress = await listen(api, opts.api);
@@ -295,6 +316,7 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
     view,
     async close() {
       await follower.close();
+      traces.close();
       server.forceShutdown();
       api.closeAllConnections();
       await new Promise<void>((resolve) => api.close(() => resolve()));

@@ -43,9 +43,10 @@ export interface RunningProxy {
 }
 
 /** Starts `sluice proxy` with the given args and waits for its "started" log line. */
-export function startCliProxy(args: readonly string[], timeoutMs = 15_000): Promise<RunningProxy> {
+/** `env` is added to this process's environment for the proxy. */
+export function startCliProxy(args: readonly string[], timeoutMs = 15_000, env: Record<string, string> = {}): Promise<RunningProxy> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, 'proxy', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, 'proxy', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '';
     const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
     const timer = setTimeout(() => {
