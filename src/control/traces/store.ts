@@ -194,16 +194,21 @@ function summary(t: StoredTrace): TraceSummary {
     if (orphan && (root === undefined || b < BigInt(root.startTimeUnixNano))) root = s;
   }
   const first = start ?? 0n;
+  // In the order they joined the trace (spans arrive as they end: the innermost first).
+  const byStart = [...t.spans].sort((a, b) => {
+    const d = BigInt(a.startTimeUnixNano) - BigInt(b.startTimeUnixNano);
+    return d < 0n ? -1 : d > 0n ? 1 : 0;
+  });
   return {
     traceId: t.traceId,
     rootName: root?.name ?? '',
     rootService: root?.service ?? '',
-    services: [...new Set(t.spans.map((s) => s.service))],
+    services: [...new Set(byStart.map((s) => s.service))],
     startTime: isoOfNanos(first),
     durationMs: end > first ? Number(end - first) / 1e6 : 0,
     spanCount: t.spans.length,
     errored: t.error !== null,
     error: t.error,
-    sidecars: [...new Set(t.spans.map((s) => s.resource['service.instance.id']).filter((v): v is string => typeof v === 'string'))],
+    sidecars: [...new Set(byStart.map((s) => s.resource['service.instance.id']).filter((v): v is string => typeof v === 'string'))],
   };
 }

@@ -30,8 +30,9 @@ const ids = (list: readonly { traceId: string }[]): number[] => list.map((t) => 
 describe('trace store', () => {
   it('groups spans by trace and summarises one: root, services, duration, sidecars', () => {
     const s = new TraceStore();
-    s.add([span(1, 2, { parentSpanId: hex(1, 16), kind: 'CLIENT', service: 'producer' }), span(1, 1, { name: 'GET orders' })], 0);
-    s.add([span(1, 3, { parentSpanId: hex(2, 16), service: 'consumer', resource: { 'service.name': 'consumer', 'service.instance.id': 'pod-b' } })], 10);
+    // Innermost first, as spans end and are exported; services are listed in call order.
+    s.add([span(1, 3, { parentSpanId: hex(2, 16), service: 'consumer', resource: { 'service.name': 'consumer', 'service.instance.id': 'pod-b' } })], 0);
+    s.add([span(1, 2, { parentSpanId: hex(1, 16), kind: 'CLIENT', service: 'producer' }), span(1, 1, { name: 'GET orders' })], 10);
     const [t] = s.list({ limit: 10 });
     expect(t).toEqual({
       traceId: hex(1, 32),
