@@ -2,14 +2,10 @@
 // through a producer and a consumer sidecar is one trace, server span per request and client
 // span per try, each hop the child of the try that reached it; local decisions are events.
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
-  AlwaysOnSampler,
   InMemorySpanExporter,
   ParentBasedSampler,
-  SimpleSpanProcessor,
   TracerProvider,
   type ReadableSpan,
   type Sampler,
@@ -23,9 +19,9 @@ import { closeAfterEach, eventually } from '../support/lifecycle.ts';
 import { metricSum } from '../support/metrics.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
 import { startTestSidecar, upstream } from '../support/sidecar.ts';
+import { memoryTracing } from '../support/tracing.ts';
 
 const track = closeAfterEach();
-const propagator = new W3CTraceContextPropagator();
 let exporter: InMemorySpanExporter;
 let providers: TracerProvider[];
 
@@ -38,14 +34,10 @@ afterEach(async () => {
 });
 
 /** A sidecar's tracing, as `sluice proxy` sets it up, exporting to this test's memory. */
-function tracing(service: string, sampler: Sampler = new ParentBasedSampler({ root: new AlwaysOnSampler() })): Tracing {
-  const provider = new TracerProvider({
-    resource: resourceFromAttributes({ 'service.name': service }),
-    sampler,
-    spanProcessors: [new SimpleSpanProcessor({ exporter })],
-  });
+function tracing(service: string, sampler?: Sampler): Tracing {
+  const { tracing, provider } = memoryTracing(service, exporter, sampler);
   providers.push(provider);
-  return { tracer: provider.getTracer('sluice'), propagator };
+  return tracing;
 }
 
 const CLIENT_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';

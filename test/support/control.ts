@@ -11,6 +11,7 @@ import { loadPersisted } from '../../src/control/state-dir.ts';
 import type { SidecarPolicy } from '../../src/policy/types.ts';
 import { startSidecar } from '../../src/proxy/sidecar.ts';
 import { silentLogger } from '../../src/telemetry/log.ts';
+import type { Tracing } from '../../src/telemetry/tracing.ts';
 import { eventually } from './lifecycle.ts';
 import { buildPolicy, deepMerge, type SpecOverrides } from './sidecar.ts';
 
@@ -132,6 +133,7 @@ export interface LinkSpec {
   readonly start?: SpecOverrides;
   /** Start from the policy persisted in stateDir, as `sluice proxy --state-dir` does. */
   readonly fromStateDir?: boolean;
+  readonly tracing?: Tracing;
 }
 
 export async function linkedSidecar(spec: LinkSpec): Promise<LinkedSidecar> {
@@ -143,7 +145,7 @@ export async function linkedSidecar(spec: LinkSpec): Promise<LinkedSidecar> {
     policy = persisted.policy;
     initial = { version: persisted.version, commit: persisted.commit };
   }
-  const sidecar = await startSidecar({ policy: keepPorts(policy) });
+  const sidecar = await startSidecar({ policy: keepPorts(policy), tracing: spec.tracing });
   const link = linkToControl({
     sidecar,
     overrides: keepPorts,
