@@ -9,7 +9,7 @@
 #   git, openssh-client, ca-certificates, tini     ~110 MB  (36 MB; measured in a trixie chroot: perl is
 #                                                             half of it, and git needs perl)
 #   node_modules, production only, pruned           16 MB   (3 MB)
-#   dist, config, src/proto                          1 MB
+#   dist, config, src/proto, status page            1 MB
 #   total                                         ~360 MB on disk, ~120 MB to pull
 # The sidecar alone would not need git (~110 MB); one image for every command is the choice for now.
 
@@ -63,6 +63,8 @@ COPY package.json ./
 COPY config ./config
 # The push protocol's contract, read by `sluice control` and `sluice proxy --control` at start.
 COPY src/proto ./src/proto
+# The config service's status page: static HTML, CSS and JS, served as they are (no build step).
+COPY src/control/status-page ./src/control/status-page
 # The base image's `node` user, by number: Kubernetes' runAsNonRoot can only verify a numeric
 # user, and refuses to start a container whose image names one (`USER node`).
 USER 1000:1000

@@ -262,7 +262,7 @@ export async function startControl(opts: ControlOptions): Promise<ControlService
     };
     if (url.pathname === '/healthz') return reply(200, 'ok\n', 'text/plain');
     // The page itself is static and public; the data it asks for needs the token.
-    if (req.method === 'GET' && serveStatusPage(req, res, url.pathname)) return;
+    if (serveStatusPage(req, res, url.pathname)) return;
     if (url.pathname === '/readyz') {
       // Ready once a good commit is there to hand out.
       return fleet.set === undefined ? reply(503, 'no good commit yet\n', 'text/plain') : reply(200, 'ready\n', 'text/plain');

@@ -38,7 +38,7 @@ const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) a
 /**
  * What the final stage copies: every path sluice reads at run time, and only those. Listed here
  * as well as read from the Dockerfile so that a change to the image's layout is a change someone
- * reviews in this test too (dist/ finds package.json and config/ and src/proto by relative URL).
+ * reviews in this test too (dist/ finds package.json, config/, src/proto and the status page by relative URL).
  */
 const FINAL_COPIES = [
   'deps:/app/node_modules -> ./node_modules',
@@ -46,6 +46,7 @@ const FINAL_COPIES = [
   'package.json -> ./',
   'config -> ./config',
   'src/proto -> ./src/proto',
+  'src/control/status-page -> ./src/control/status-page',
 ];
 
 function only(stage: Stage, keyword: string): Instruction {
@@ -182,8 +183,10 @@ describe('the image, built as the Dockerfile builds it, without Docker', () => {
     expect(copies).toEqual(FINAL_COPIES);
 
     expect(readdirSync(app).sort()).toEqual(['config', 'dist', 'node_modules', 'package.json', 'src']);
-    expect(readdirSync(join(app, 'src'))).toEqual(['proto']);
-    for (const file of ['dist/main.js', 'config/sluice.yaml', 'src/proto/sluice/control/v1/control.proto', 'node_modules/@grpc/grpc-js/package.json']) {
+    expect(readdirSync(join(app, 'src')).sort()).toEqual(['control', 'proto']);
+    expect(readdirSync(join(app, 'src/control'))).toEqual(['status-page']);
+    const page = ['index.html', 'app.js', 'style.css'].map((f) => `src/control/status-page/${f}`);
+    for (const file of ['dist/main.js', 'config/sluice.yaml', 'src/proto/sluice/control/v1/control.proto', ...page, 'node_modules/@grpc/grpc-js/package.json']) {
       expect(existsSync(join(app, file)), file).toBe(true);
     }
     // Compiled, not the .ts sources; production dependencies only; pruned of what never loads.
@@ -266,6 +269,15 @@ describe('the image, built as the Dockerfile builds it, without Docker', () => {
     expect(resolved.pino).toContain(`${app}/node_modules/pino/`);
     expect(resolved.typescript).toBeNull();
     expect(resolved.vitest).toBeNull();
+
+    // The compiled config service finds the status page's files where the image put them.
+    const page = await run(
+      'node',
+      ['--input-type=module', '-e', "const m=await import('./dist/control/status-page.js');const fs=await import('node:fs');console.log(JSON.stringify(fs.readdirSync(m.STATUS_PAGE_DIR).sort()))"],
+      imageSpawnOptions(),
+      10_000,
+    );
+    expect(JSON.parse(page.stdout)).toEqual(['app.js', 'index.html', 'style.css']);
   });
 
   describe('sluice proxy from the install', () => {
