@@ -836,6 +836,17 @@ describe('alert rules and the dashboard', () => {
             // the upstream-wide breaker, is no label at all to Prometheus.)
             { series: `sluice_circuit_breaker_state{${side},upstream="orders",route="",state="open"}`, values: '1 1 1 1 0 1 1 1 1 0 1 1 1 1 0 1 1 1 1 0 1 1 1 1' },
             { series: `sluice_control_answers_total{namespace="sluice-system",pod="control-1",result="nack"}`, values: '0 0 1 1 1' },
+            // Per minute: orders answers 2 of 102 requests with 503 (its tries fail far more, but
+            // retries hide that from callers: no alert); payments 20 of 100, 10 more refused for
+            // want of credit; the app answers 10 of 100 inbound requests with 500.
+            { series: `http_server_request_duration_seconds_count{${side},direction="outbound",upstream="orders",route="default",http_request_method="GET",http_response_status_code="200"}`, values: '0+100x30' },
+            { series: `http_server_request_duration_seconds_count{${side},direction="outbound",upstream="orders",route="default",http_request_method="GET",http_response_status_code="503"}`, values: '0+2x30' },
+            { series: `http_client_request_duration_seconds_count{${side},direction="outbound",upstream="orders",route="default",http_request_method="GET",http_response_status_code="503"}`, values: '0+60x30' },
+            { series: `http_server_request_duration_seconds_count{${side},direction="outbound",upstream="payments",route="default",http_request_method="POST",http_response_status_code="200"}`, values: '0+80x30' },
+            { series: `http_server_request_duration_seconds_count{${side},direction="outbound",upstream="payments",route="default",http_request_method="POST",http_response_status_code="503"}`, values: '0+20x30' },
+            { series: `sluice_credit_refusals_total{${side},upstream="payments"}`, values: '0+10x30' },
+            { series: `http_server_request_duration_seconds_count{${side},direction="inbound",upstream="app",route="default",http_request_method="GET",http_response_status_code="200"}`, values: '0+90x30' },
+            { series: `http_server_request_duration_seconds_count{${side},direction="inbound",upstream="app",route="default",http_request_method="GET",http_response_status_code="500"}`, values: '0+10x30' },
           ],
           alert_rule_test: [
             { eval_time: '3m', alertname: 'SluiceCommitRejected', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'sluice-system', commit: 'abc123' } }] },
@@ -844,6 +855,10 @@ describe('alert rules and the dashboard', () => {
             { eval_time: '20m', alertname: 'SluiceRetryBudgetExhausted', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', app: 'checkout', upstream: 'orders' } }] },
             { eval_time: '20m', alertname: 'SluiceCircuitBreakerOpen', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', app: 'checkout', upstream: 'orders' } }] },
             { eval_time: '4m', alertname: 'SluicePolicyNacked', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'sluice-system' } }] },
+            { eval_time: '20m', alertname: 'SluiceUpstreamErrorRate', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', app: 'checkout', upstream: 'payments' } }] },
+            { eval_time: '20m', alertname: 'SluiceCreditsStarved', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', app: 'checkout', upstream: 'payments' } }] },
+            { eval_time: '20m', alertname: 'SluiceInboundErrorRate', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', app: 'checkout' } }] },
+            { eval_time: '8m', alertname: 'SluiceInboundErrorRate', exp_alerts: [] },
           ],
         },
       ],
