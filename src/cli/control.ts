@@ -108,7 +108,7 @@ export async function runControl(argv: string[]): Promise<number> {
         };
   if (token === undefined) log.warn('no --token-file: any peer that reaches the gRPC port gets policies');
   const forwardUrl = values['traces-forward'] ?? env.SLUICE_TRACES_FORWARD;
-  if (forwardUrl !== undefined && !/^https?:\/\/[^\s/?#]+/.test(forwardUrl)) {
+  if (forwardUrl !== undefined && !isHttpUrl(forwardUrl)) {
     console.error(`sluice control: --traces-forward must be an http(s) URL of an OTLP/HTTP traces endpoint, got ${JSON.stringify(forwardUrl)}`);
     return 2;
   }
@@ -142,4 +142,11 @@ export async function runControl(argv: string[]): Promise<number> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/** A URL undici will send to: parsed (a port past 65535 is not), http or https. */
+function isHttpUrl(text: string): boolean {
+  if (!URL.canParse(text)) return false;
+  const u = new URL(text);
+  return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
 }

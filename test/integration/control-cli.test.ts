@@ -142,6 +142,16 @@ describe('sluice control and sluice proxy --control, as processes', () => {
     expect((await send({ port: proxy.inboundPort, path: '/work' })).status).toBe(200);
   }, 60_000);
 
+  it('refuses a --traces-forward that is not a URL undici could send to, before starting', async () => {
+    const repo = await policyRepo();
+    cleanups.push(() => repo.close());
+    for (const url of ['http://collector:99999/v1/traces', 'ftp://collector/v1/traces', 'collector:4318']) {
+      const r = await runCli(['control', '--repo', repo.dir, '--traces-forward', url]);
+      expect(r.code, url).toBe(2);
+      expect(r.stderr).toContain(`--traces-forward must be an http(s) URL of an OTLP/HTTP traces endpoint, got ${JSON.stringify(url)}`);
+    }
+  });
+
   it('sluice status says when the service cannot be reached', async () => {
     const port = await deadPort();
     const r = await runCli(['status', '--api', `http://127.0.0.1:${port}`]);

@@ -7,6 +7,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { PassThrough, Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { policyRepo, startTestControl } from '../support/control.ts';
@@ -92,8 +93,37 @@ describe('OTLP/HTTP receiver of the config service', () => {
     expect((await send({ port: control.apiPort, method: 'PUT', path: '/v1/traces' })).status).toBe(405);
     expect((await send({ port: control.apiPort, path: '/v1/traces/0af7651916cd43dd8448eb211c80319c' })).status).toBe(404);
     expect((await send({ port: control.apiPort, path: '/v1/traces?limit=0' })).status).toBe(400);
+    // Streamed without a length, refused once past the bound.
+    const streamed = await post(Readable.from([Buffer.alloc(3 * 1024 * 1024), Buffer.alloc(3 * 1024 * 1024)]) as unknown as Buffer, { 'content-type': 'application/x-protobuf' });
+    expect(streamed.status).toBe(413);
+    // JSON of the wrong shape is the sender's mistake, refused; the service lives on.
+    for (const body of ['{"resourceSpans": {}}', '{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "events": {}}]}]}]}']) {
+      expect((await post(Buffer.from(body), { 'content-type': 'application/json' })).status, body).toBe(400);
+    }
+    expect((await send({ port: control.apiPort, path: '/healthz' })).status).toBe(200);
     const m = parsePrometheus((await send({ port: control.apiPort, path: '/metrics' })).text);
-    expect(metricSum(m, 'sluice_control_trace_spans_dropped_total', { why: 'undecodable' })).toBe(2);
+    expect(metricSum(m, 'sluice_control_trace_exports_total', { result: 'unsupported' })).toBe(2);
+    expect(metricSum(m, 'sluice_control_trace_exports_total', { result: 'undecodable' })).toBe(4);
+    expect(metricSum(m, 'sluice_control_trace_exports_total', { result: 'too_large' })).toBe(3);
+    expect(metricSum(m, 'sluice_control_trace_exports_total', { result: 'accepted' })).toBe(0);
+  });
+
+  it('takes at most 8 exports at once; the next is told to retry', async () => {
+    const control = track(await startTestControl(await policyRepo()));
+    // Eight exports whose bodies never end, held open by the test.
+    const held = Array.from({ length: 8 }, () => new PassThrough());
+    const pending = held.map((body) => {
+      body.write('{');
+      return send({ port: control.apiPort, method: 'POST', path: '/v1/traces', body, headers: { 'content-type': 'application/json' } });
+    });
+    await eventually('eight exports in flight', async () => {
+      const r = await send({ port: control.apiPort, method: 'POST', path: '/v1/traces', body: json(await someSpans()), headers: { 'content-type': 'application/json' } });
+      return r.status === 429 ? r : undefined;
+    }).then((r) => expect(r.headers['retry-after']).toBe('1'));
+    for (const body of held) body.end('}');
+    expect((await Promise.all(pending)).map((r) => r.status)).toEqual(Array(8).fill(200));
+    // Each answered: room again.
+    expect((await send({ port: control.apiPort, method: 'POST', path: '/v1/traces', body: json(await someSpans()), headers: { 'content-type': 'application/json' } })).status).toBe(200);
   });
 
   it('forwards every export unchanged; a refusing or dead collector costs the sidecar nothing', async () => {

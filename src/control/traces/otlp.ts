@@ -112,6 +112,25 @@ interface RawRequest {
 
 const HEX_ID = /^[0-9a-f]*$/;
 
+/**
+ * What one span may hold here, as the SDK's own span limits (128 attributes, 128 events) plus a
+ * length cap on text: the store keeps thousands of spans, and one exporter without limits must
+ * not fill it with one. Longer text is cut (with a mark), extra entries are left out.
+ */
+export const SPAN_LIMITS = Object.freeze({ attributes: 128, events: 128, eventAttributes: 32, arrayValues: 128, textChars: 4096 });
+
+/** A field that must be a list, absent or not; anything else makes the export undecodable. */
+function list<T>(v: T[] | undefined | null, what: string): T[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new OtlpDecodeError(`${what} must be a list, got ${typeof v}`);
+  return v;
+}
+
+function text(v: unknown): string {
+  if (typeof v !== 'string') return '';
+  return v.length > SPAN_LIMITS.textChars ? `${v.slice(0, SPAN_LIMITS.textChars)}…` : v;
+}
+
 /** Bytes (protobuf) or a hex string (JSON) as lower-case hex of `bytes` length; '' when empty. */
 function hexId(v: unknown, bytes: number, what: string): string {
   let hex: string;
@@ -139,20 +158,27 @@ function int64(v: unknown): number {
 }
 
 function value(v: RawAny | undefined, depth: number): AttributeValue {
-  if (v === undefined || v === null || depth > 8) return '';
-  if (v.stringValue !== undefined && v.stringValue !== null) return v.stringValue;
-  if (v.boolValue !== undefined && v.boolValue !== null) return v.boolValue;
+  if (typeof v !== 'object' || v === null || depth > 8) return '';
+  if (v.stringValue !== undefined && v.stringValue !== null) return text(v.stringValue);
+  if (v.boolValue !== undefined && v.boolValue !== null) return v.boolValue === true;
   if (v.intValue !== undefined && v.intValue !== null) return int64(v.intValue);
   if (v.doubleValue !== undefined && v.doubleValue !== null) return Number(v.doubleValue);
-  if (v.arrayValue != null) return (v.arrayValue.values ?? []).map((x) => value(x, depth + 1));
-  if (v.kvlistValue != null) return attributes(v.kvlistValue.values, depth + 1);
-  if (v.bytesValue != null) return typeof v.bytesValue === 'string' ? v.bytesValue : Buffer.from(v.bytesValue as Uint8Array).toString('base64');
+  if (v.arrayValue != null) return list(v.arrayValue.values, 'arrayValue.values').slice(0, SPAN_LIMITS.arrayValues).map((x) => value(x, depth + 1));
+  if (v.kvlistValue != null) return attributes(v.kvlistValue.values, SPAN_LIMITS.arrayValues, depth + 1);
+  if (typeof v.bytesValue === 'string') return text(v.bytesValue);
+  if (v.bytesValue instanceof Uint8Array) return text(Buffer.from(v.bytesValue.buffer, v.bytesValue.byteOffset, v.bytesValue.byteLength).toString('base64'));
   return '';
 }
 
-function attributes(list: RawKv[] | undefined, depth = 0): Record<string, AttributeValue> {
+function attributes(kvs: RawKv[] | undefined, max: number, depth = 0): Record<string, AttributeValue> {
   const out: Record<string, AttributeValue> = {};
-  for (const kv of list ?? []) if (typeof kv.key === 'string') out[kv.key] = value(kv.value, depth);
+  let n = 0;
+  for (const kv of list(kvs, 'attributes')) {
+    if (n >= max) break;
+    if (typeof kv !== 'object' || kv === null || typeof kv.key !== 'string') continue;
+    out[text(kv.key)] = value(kv.value, depth);
+    n++;
+  }
   return out;
 }
 
@@ -167,11 +193,14 @@ function enumIndex<T extends readonly string[]>(names: T, v: unknown, prefix: st
 
 function spansOf(req: RawRequest): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
-  for (const rs of req.resourceSpans ?? []) {
-    const resource = attributes(rs.resource?.attributes);
+  for (const rs of list(req.resourceSpans, 'resourceSpans')) {
+    if (typeof rs !== 'object' || rs === null) throw new OtlpDecodeError('each of resourceSpans must be an object');
+    const resource = attributes(rs.resource?.attributes, SPAN_LIMITS.attributes);
     const service = typeof resource['service.name'] === 'string' ? resource['service.name'] : 'unknown_service';
-    for (const ss of rs.scopeSpans ?? []) {
-      for (const s of ss.spans ?? []) {
+    for (const ss of list(rs.scopeSpans, 'scopeSpans')) {
+      if (typeof ss !== 'object' || ss === null) throw new OtlpDecodeError('each of scopeSpans must be an object');
+      for (const s of list(ss.spans, 'spans')) {
+        if (typeof s !== 'object' || s === null) throw new OtlpDecodeError('each span must be an object');
         const traceId = hexId(s.traceId, 16, 'traceId');
         const spanId = hexId(s.spanId, 8, 'spanId');
         if (traceId === '' || spanId === '') throw new OtlpDecodeError('every span needs a traceId and a spanId');
@@ -179,15 +208,18 @@ function spansOf(req: RawRequest): ReceivedSpan[] {
           traceId,
           spanId,
           parentSpanId: hexId(s.parentSpanId, 8, 'parentSpanId'),
-          name: s.name ?? '',
+          name: text(s.name),
           kind: enumIndex(SPAN_KINDS, s.kind, 'SPAN_KIND_'),
           startTimeUnixNano: nanos(s.startTimeUnixNano),
           endTimeUnixNano: nanos(s.endTimeUnixNano),
           service,
           resource,
-          attributes: attributes(s.attributes),
-          events: (s.events ?? []).map((e) => ({ name: e.name ?? '', timeUnixNano: nanos(e.timeUnixNano), attributes: attributes(e.attributes) })),
-          status: { code: enumIndex(STATUS_CODES, s.status?.code, 'STATUS_CODE_'), message: s.status?.message ?? '' },
+          attributes: attributes(s.attributes, SPAN_LIMITS.attributes),
+          events: list(s.events, 'events')
+            .slice(0, SPAN_LIMITS.events)
+            .filter((e) => typeof e === 'object' && e !== null)
+            .map((e) => ({ name: text(e.name), timeUnixNano: nanos(e.timeUnixNano), attributes: attributes(e.attributes, SPAN_LIMITS.eventAttributes) })),
+          status: { code: enumIndex(STATUS_CODES, s.status?.code, 'STATUS_CODE_'), message: text(s.status?.message) },
         });
       }
     }
@@ -213,7 +245,13 @@ export function decodeJson(text: string): ReceivedSpan[] {
     throw new OtlpDecodeError(`not JSON: ${(err as Error).message}`);
   }
   if (typeof message !== 'object' || message === null || Array.isArray(message)) throw new OtlpDecodeError('an ExportTraceServiceRequest is a JSON object');
-  return spansOf(message as RawRequest);
+  try {
+    return spansOf(message as RawRequest);
+  } catch (err) {
+    // JSON can take any shape; whatever the checks above missed is still the sender's mistake.
+    if (err instanceof OtlpDecodeError) throw err;
+    throw new OtlpDecodeError(`malformed ExportTraceServiceRequest: ${(err as Error).message}`);
+  }
 }
 
 /** The answer to an export: empty, or with how many spans were not kept and why. */

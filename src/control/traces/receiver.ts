@@ -14,8 +14,11 @@ import { TraceStore, type TraceStoreLimits } from './store.ts';
 /** An export's body as sent (compressed or not) and decoded. */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
 const MAX_DECODED_BYTES = 16 * 1024 * 1024;
-/** Exports waiting to be forwarded; past it new ones are dropped (counted), never waited for. */
+/** Exports read and decoded at once; more are answered 429 (an exporter retries after Retry-After). */
+const MAX_EXPORTS_IN_FLIGHT = 8;
+/** Exports waiting to be forwarded, in count and bytes; past either new ones are dropped (counted), never waited for. */
 const FORWARD_QUEUE = 64;
+const FORWARD_QUEUE_BYTES = 32 * 1024 * 1024;
 const FORWARD_CONCURRENCY = 2;
 const FORWARD_TIMEOUT_MS = 5000;
 
@@ -40,7 +43,9 @@ export class TraceReceiver {
   readonly #now: () => number;
   readonly #m;
   readonly #queue: Pending[] = [];
+  #queuedBytes = 0;
   #sending = 0;
+  #inFlight = 0;
   #closed = false;
 
   constructor(o: TraceReceiverOptions) {
@@ -50,7 +55,8 @@ export class TraceReceiver {
     const r = o.registry;
     this.#m = {
       received: counter(r, 'sluice_control_trace_spans_received_total', 'Spans received from sidecars over OTLP/HTTP, by encoding (protobuf, json).', ['encoding']),
-      dropped: counter(r, 'sluice_control_trace_spans_dropped_total', 'Spans received and not kept: trace_full (the per-trace cap), undecodable (the export was refused).', ['why']),
+      exports: counter(r, 'sluice_control_trace_exports_total', 'OTLP/HTTP exports received, by result: accepted, too_large (413), unsupported (415: content type or encoding), undecodable (400), busy (429), failed (500).', ['result']),
+      dropped: counter(r, 'sluice_control_trace_spans_dropped_total', 'Spans of accepted exports not kept: trace_full (the per-trace cap), too_large (a span over the size cap).', ['why']),
       stored: gauge(r, 'sluice_control_traces_stored', 'Traces kept in memory now: recent, and errored (kept apart).', ['kind']),
       forwards: counter(r, 'sluice_control_trace_forwards_total', 'Exports forwarded to the collector: sent, failed (error or non-2xx), dropped (queue full).', ['result']),
     };
@@ -63,51 +69,81 @@ export class TraceReceiver {
 
   /** POST /v1/traces. */
   handleExport(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const refuse = (status: number, result: string, body: unknown, headers: Record<string, string> = {}): void => {
+      this.#m.exports.labels({ result }).inc();
+      // The body is not read: the connection closes after the answer instead of draining it.
+      reply(res, status, body, { connection: 'close', ...headers });
+    };
     const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
     const json = type === 'application/json';
     if (!json && type !== 'application/x-protobuf') {
-      req.resume();
-      return reply(res, 415, { error: `content-type must be application/x-protobuf or application/json, got ${JSON.stringify(type)}` });
+      return refuse(415, 'unsupported', { error: `content-type must be application/x-protobuf or application/json, got ${JSON.stringify(type)}` });
     }
     const encoding = req.headers['content-encoding']?.trim().toLowerCase();
     if (encoding !== undefined && encoding !== 'gzip' && encoding !== 'identity') {
-      req.resume();
-      return reply(res, 415, { error: `content-encoding must be gzip or identity, got ${JSON.stringify(encoding)}` });
+      return refuse(415, 'unsupported', { error: `content-encoding must be gzip or identity, got ${JSON.stringify(encoding)}` });
     }
+    const tooLarge = { error: `an export is at most ${MAX_BODY_BYTES} bytes; send smaller batches (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)` };
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) return refuse(413, 'too_large', tooLarge);
+    if (this.#inFlight >= MAX_EXPORTS_IN_FLIGHT) return refuse(429, 'busy', { error: 'too many exports at once; retry' }, { 'retry-after': '1' });
+    this.#inFlight++;
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      this.#inFlight--;
+    };
+    // Counted until the answer is sent, or the sender goes away.
+    res.once('close', finish);
     const chunks: Buffer[] = [];
     let size = 0;
-    let tooBig = false;
     req.on('data', (c: Buffer) => {
+      if (res.headersSent) return;
       size += c.length;
-      if (size > MAX_BODY_BYTES) tooBig = true;
-      else chunks.push(c);
+      if (size <= MAX_BODY_BYTES) return void chunks.push(c);
+      chunks.length = 0;
+      refuse(413, 'too_large', tooLarge);
     });
     req.on('end', () => {
-      if (tooBig) return reply(res, 413, { error: `an export is at most ${MAX_BODY_BYTES} bytes; send smaller batches (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)` });
+      if (res.headersSent) return;
       const body = Buffer.concat(chunks);
       void inflate(body, encoding === 'gzip').then(
         (raw) => this.#accept(res, raw, json, { body, contentType: type as string, contentEncoding: encoding }),
-        (err: Error) => reply(res, err.message.includes('Cannot create a Buffer') || err.message.includes('maxOutputLength') ? 413 : 400, { error: `gzip: ${err.message}` }),
+        (err: Error) =>
+          err.message.includes('Cannot create a Buffer') || err.message.includes('maxOutputLength')
+            ? refuse(413, 'too_large', { error: `gzip: inflates past ${MAX_DECODED_BYTES} bytes` })
+            : refuse(400, 'undecodable', { error: `gzip: ${err.message}` }),
       );
     });
   }
 
   #accept(res: http.ServerResponse, raw: Buffer, json: boolean, original: Pending): void {
-    let spans: ReceivedSpan[];
     try {
-      spans = json ? decodeJson(raw.toString('utf8')) : decodeProtobuf(raw);
+      let spans: ReceivedSpan[];
+      try {
+        spans = json ? decodeJson(raw.toString('utf8')) : decodeProtobuf(raw);
+      } catch (err) {
+        if (!(err instanceof OtlpDecodeError)) throw err;
+        this.#m.exports.labels({ result: 'undecodable' }).inc();
+        return reply(res, 400, { code: 3, message: `undecodable export: ${err.message}` });
+      }
+      this.#m.received.labels({ encoding: json ? 'json' : 'protobuf' }).inc(spans.length);
+      const { traceFull, tooLarge } = this.store.add(spans, this.#now());
+      if (traceFull > 0) this.#m.dropped.labels({ why: 'trace_full' }).inc(traceFull);
+      if (tooLarge > 0) this.#m.dropped.labels({ why: 'too_large' }).inc(tooLarge);
+      this.#forward(original);
+      const dropped = traceFull + tooLarge;
+      const why = [traceFull > 0 ? 'a trace reached its span limit' : '', tooLarge > 0 ? 'a span was larger than the size limit' : ''].filter(Boolean).join('; ');
+      const body = exportResponse(json, dropped, dropped > 0 ? `${why} at the config service` : '');
+      this.#m.exports.labels({ result: 'accepted' }).inc();
+      res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
     } catch (err) {
-      if (!(err instanceof OtlpDecodeError)) throw err;
-      this.#m.dropped.labels({ why: 'undecodable' }).inc();
-      return reply(res, 400, { code: 3, message: `undecodable export: ${err.message}` });
+      // A defect here costs this export, never the service (it also pushes every policy).
+      this.#m.exports.labels({ result: 'failed' }).inc();
+      this.#o.log.error({ err: (err as Error).message }, 'trace export could not be taken');
+      if (!res.headersSent) reply(res, 500, { error: 'the export could not be taken' });
     }
-    this.#m.received.labels({ encoding: json ? 'json' : 'protobuf' }).inc(spans.length);
-    const { dropped } = this.store.add(spans, this.#now());
-    if (dropped > 0) this.#m.dropped.labels({ why: 'trace_full' }).inc(dropped);
-    this.#forward(original);
-    const body = exportResponse(json, dropped, dropped > 0 ? 'a trace reached its span limit at the config service' : '');
-    res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
   }
 
   /** GET /v1/traces?errored=true&limit=N&service=S */
@@ -117,11 +153,13 @@ export class TraceReceiver {
     if (!/^\d+$/.test(limitText) || limit < 1 || limit > 1000) return reply(res, 400, { error: `limit must be an integer from 1 to 1000, got ${JSON.stringify(limitText)}` });
     const errored = query.get('errored');
     const service = query.get('service') ?? undefined;
+    this.store.expire(this.#now());
     reply(res, 200, { traces: this.store.list({ errored: errored === 'true' || errored === '1', limit, ...(service === undefined ? {} : { service }) }) });
   }
 
   /** GET /v1/traces/{traceId} */
   handleGet(res: http.ServerResponse, traceId: string): void {
+    this.store.expire(this.#now());
     const t = /^[0-9a-f]{32}$/.test(traceId) ? this.store.get(traceId) : undefined;
     if (t === undefined) return reply(res, 404, { error: `no trace ${JSON.stringify(traceId.slice(0, 64))} here (kept: the last ${this.store.counts.recent} recent and ${this.store.counts.errored} failed traces)` });
     reply(res, 200, t);
@@ -130,21 +168,24 @@ export class TraceReceiver {
   #forward(p: Pending): void {
     const url = this.#o.forwardUrl;
     if (url === undefined || this.#closed) return;
-    if (this.#queue.length >= FORWARD_QUEUE) {
+    if (this.#queue.length >= FORWARD_QUEUE || this.#queuedBytes + p.body.length > FORWARD_QUEUE_BYTES) {
       this.#m.forwards.labels({ result: 'dropped' }).inc();
       return;
     }
     this.#queue.push(p);
+    this.#queuedBytes += p.body.length;
     this.#pump(url);
   }
 
   #pump(url: string): void {
     while (this.#sending < FORWARD_CONCURRENCY && this.#queue.length > 0 && !this.#closed) {
       const p = this.#queue.shift() as Pending;
+      this.#queuedBytes -= p.body.length;
       this.#sending++;
       const headers: Record<string, string> = { 'content-type': p.contentType };
       if (p.contentEncoding !== undefined) headers['content-encoding'] = p.contentEncoding;
-      request(url, { method: 'POST', body: p.body, headers, headersTimeout: FORWARD_TIMEOUT_MS, bodyTimeout: FORWARD_TIMEOUT_MS, signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS) })
+      // In an async function: a URL undici refuses (it throws, not rejects) is a failed forward too.
+      (async () => request(url, { method: 'POST', body: p.body, headers, headersTimeout: FORWARD_TIMEOUT_MS, bodyTimeout: FORWARD_TIMEOUT_MS, signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS) }))()
         .then(async (r) => {
           await r.body.dump();
           this.#m.forwards.labels({ result: r.statusCode < 300 ? 'sent' : 'failed' }).inc();
@@ -164,6 +205,7 @@ export class TraceReceiver {
   close(): void {
     this.#closed = true;
     this.#queue.length = 0;
+    this.#queuedBytes = 0;
   }
 }
 
@@ -173,8 +215,8 @@ function inflate(body: Buffer, gzipped: boolean): Promise<Buffer> {
   return new Promise((resolve, reject) => gunzip(body, { maxOutputLength: MAX_DECODED_BYTES }, (err, out) => (err ? reject(err) : resolve(out))));
 }
 
-function reply(res: http.ServerResponse, status: number, body: unknown): void {
+function reply(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }

@@ -1,7 +1,8 @@
 // The config service's memory of traces: the most recent ones, and apart from them the most
 // recent failed ones, so a burst of healthy traffic cannot push the failure someone is looking
 // for out. Bounded by construction in traces, spans per trace, spans in all and age; it is a
-// window for the status page, not a trace database (forward to a collector for that). Pure:
+// window for the status page, not a trace database (forward to a collector for that). Bounded in
+// bytes too (a span's size as JSON, the API's own form), since spans are not all alike. Pure:
 // time comes in as an argument.
 import type { ReceivedSpan } from './otlp.ts';
 
@@ -16,6 +17,10 @@ export interface TraceStoreLimits {
   readonly maxSpans: number;
   /** A trace not updated for this long goes. */
   readonly maxAgeMs: number;
+  /** Span data kept in all, as JSON bytes; past it the oldest traces go, as for maxSpans. */
+  readonly maxBytes: number;
+  /** A span larger than this as JSON is not kept (counted). */
+  readonly maxSpanBytes: number;
 }
 
 export const DEFAULT_TRACE_LIMITS: TraceStoreLimits = Object.freeze({
@@ -24,6 +29,8 @@ export const DEFAULT_TRACE_LIMITS: TraceStoreLimits = Object.freeze({
   maxSpansPerTrace: 1000,
   maxSpans: 100_000,
   maxAgeMs: 3_600_000,
+  maxBytes: 64 * 1024 * 1024,
+  maxSpanBytes: 256 * 1024,
 });
 
 export interface TraceSummary {
@@ -50,6 +57,7 @@ interface StoredTrace {
   readonly traceId: string;
   readonly spans: ReceivedSpan[];
   readonly spanIds: Set<string>;
+  bytes: number;
   error: string | null;
   updatedMs: number;
   /** Update order, for newest-first lists (times can tie). */
@@ -58,8 +66,10 @@ interface StoredTrace {
 
 export interface AddResult {
   readonly accepted: number;
-  /** Spans not kept: `trace_full` (the per-trace cap). */
-  readonly dropped: number;
+  /** Spans not kept because their trace had maxSpansPerTrace already. */
+  readonly traceFull: number;
+  /** Spans not kept because each was larger than maxSpanBytes. */
+  readonly tooLarge: number;
 }
 
 const isoOfNanos = (n: bigint): string => new Date(Number(n / 1_000_000n)).toISOString();
@@ -79,6 +89,7 @@ export class TraceStore {
   readonly #healthy = new Map<string, StoredTrace>();
   readonly #failed = new Map<string, StoredTrace>();
   #spans = 0;
+  #bytes = 0;
   #seq = 0;
 
   constructor(limits: TraceStoreLimits = DEFAULT_TRACE_LIMITS) {
@@ -88,26 +99,34 @@ export class TraceStore {
     this.#limits = limits;
   }
 
-  get counts(): { readonly recent: number; readonly errored: number; readonly spans: number } {
-    return { recent: this.#healthy.size, errored: this.#failed.size, spans: this.#spans };
+  get counts(): { readonly recent: number; readonly errored: number; readonly spans: number; readonly bytes: number } {
+    return { recent: this.#healthy.size, errored: this.#failed.size, spans: this.#spans, bytes: this.#bytes };
   }
 
   add(spans: readonly ReceivedSpan[], nowMs: number): AddResult {
     let accepted = 0;
-    let dropped = 0;
+    let traceFull = 0;
+    let tooLarge = 0;
     const touched = new Set<string>();
     for (const span of spans) {
       const id = span.traceId;
       let t = this.#failed.get(id) ?? this.#healthy.get(id);
-      if (t === undefined) t = { traceId: id, spans: [], spanIds: new Set(), error: null, updatedMs: nowMs, seq: 0 };
+      if (t === undefined) t = { traceId: id, spans: [], spanIds: new Set(), bytes: 0, error: null, updatedMs: nowMs, seq: 0 };
       // An exporter retries a batch it got no answer for: a span it sent twice is kept once.
       if (t.spanIds.has(span.spanId)) continue;
       if (t.spans.length >= this.#limits.maxSpansPerTrace) {
-        dropped++;
+        traceFull++;
+        continue;
+      }
+      const bytes = Buffer.byteLength(JSON.stringify(span));
+      if (bytes > this.#limits.maxSpanBytes) {
+        tooLarge++;
         continue;
       }
       t.spans.push(span);
       t.spanIds.add(span.spanId);
+      t.bytes += bytes;
+      this.#bytes += bytes;
       this.#spans++;
       accepted++;
       t.error ??= failureOf(span);
@@ -120,27 +139,33 @@ export class TraceStore {
       (t.error === null ? this.#healthy : this.#failed).set(id, t);
     }
     this.#evict(nowMs, touched);
-    return { accepted, dropped };
+    return { accepted, traceFull, tooLarge };
+  }
+
+  /** Forgets traces not updated within maxAgeMs; add() does it too, a reader calls it before reading. */
+  expire(nowMs: number): void {
+    for (const map of [this.#healthy, this.#failed]) {
+      for (const t of map.values()) {
+        if (nowMs - t.updatedMs <= this.#limits.maxAgeMs) break;
+        this.#drop(map, t);
+      }
+    }
   }
 
   #drop(map: Map<string, StoredTrace>, t: StoredTrace): void {
     map.delete(t.traceId);
     this.#spans -= t.spans.length;
+    this.#bytes -= t.bytes;
   }
 
   #evict(nowMs: number, touched: ReadonlySet<string>): void {
     const l = this.#limits;
-    for (const map of [this.#healthy, this.#failed]) {
-      for (const t of map.values()) {
-        if (nowMs - t.updatedMs <= l.maxAgeMs) break;
-        this.#drop(map, t);
-      }
-    }
+    this.expire(nowMs);
     while (this.#healthy.size > l.maxTraces) this.#drop(this.#healthy, this.#healthy.values().next().value as StoredTrace);
     while (this.#failed.size > l.maxErrored) this.#drop(this.#failed, this.#failed.values().next().value as StoredTrace);
-    // Over the span budget: the stalest healthy trace goes, then the stalest failed one; what
-    // this export just added goes last.
-    while (this.#spans > l.maxSpans) {
+    // Over the span or byte budget: the stalest healthy trace goes, then the stalest failed one;
+    // what this export just added goes last.
+    while (this.#spans > l.maxSpans || this.#bytes > l.maxBytes) {
       const victim = stalest(this.#healthy, touched) ?? stalest(this.#failed, touched) ?? stalest(this.#healthy) ?? stalest(this.#failed);
       if (victim === undefined) break;
       this.#drop(this.#failed.has(victim.traceId) ? this.#failed : this.#healthy, victim);

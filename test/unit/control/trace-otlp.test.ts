@@ -5,7 +5,7 @@ import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otl
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import { describe, expect, it } from 'vitest';
-import { decodeJson, decodeProtobuf, exportResponse, OtlpDecodeError } from '../../../src/control/traces/otlp.ts';
+import { decodeJson, decodeProtobuf, exportResponse, OtlpDecodeError, SPAN_LIMITS } from '../../../src/control/traces/otlp.ts';
 import protobuf from 'protobufjs';
 
 async function spans(): Promise<ReadableSpan[]> {
@@ -51,6 +51,38 @@ describe('OTLP trace exports', () => {
     );
     expect(() => decodeJson(JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [{ name: 'x' }] }] }] }))).toThrow('every span needs a traceId and a spanId');
     expect(() => decodeProtobuf(Buffer.from([0x0a, 0xff, 0xff, 0xff]))).toThrow(OtlpDecodeError);
+  });
+
+  it('refuses JSON of the wrong shape as undecodable, never with another error', () => {
+    const ids = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+    const wrap = (span: unknown): string => JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [span] }] }] });
+    for (const body of [
+      JSON.stringify({ resourceSpans: {} }),
+      JSON.stringify({ resourceSpans: [5] }),
+      JSON.stringify({ resourceSpans: [{ scopeSpans: 'x' }] }),
+      JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [null] }] }] }),
+      wrap({ ...ids, events: {} }),
+      wrap({ ...ids, attributes: 7 }),
+      wrap({ ...ids, attributes: [{ key: 'a', value: { arrayValue: { values: 'no' } } }] }),
+      wrap({ ...ids, startTimeUnixNano: {} }),
+    ]) {
+      expect(() => decodeJson(body), body).toThrow(OtlpDecodeError);
+    }
+    // Entries that are not what they say are skipped, and values of the wrong type are empty.
+    const [span] = decodeJson(wrap({ ...ids, name: 5, attributes: [null, { key: 'b', value: { bytesValue: 5 } }, { key: 'n', value: null }], status: { message: {} }, events: [null] }));
+    expect(span).toMatchObject({ name: '', attributes: { b: '', n: '' }, status: { message: '' }, events: [] });
+  });
+
+  it('keeps at most what the SDK would send: 128 attributes and events, text cut at 4096 characters', () => {
+    const ids = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+    const attrs = Array.from({ length: 500 }, (_, i) => ({ key: `k${i}`, value: { stringValue: 'x'.repeat(10_000) } }));
+    const events = Array.from({ length: 500 }, () => ({ name: 'e', timeUnixNano: '1', attributes: attrs.slice(0, 40).map((a) => ({ ...a, value: { intValue: '1' } })) }));
+    const [span] = decodeJson(JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [{ ...ids, name: 'n'.repeat(5000), attributes: attrs, events }] }] }] }));
+    expect(Object.keys(span!.attributes)).toHaveLength(SPAN_LIMITS.attributes);
+    expect(span!.attributes['k0']).toBe(`${'x'.repeat(SPAN_LIMITS.textChars)}…`);
+    expect(span!.name).toHaveLength(SPAN_LIMITS.textChars + 1);
+    expect(span!.events).toHaveLength(SPAN_LIMITS.events);
+    expect(Object.keys(span!.events[0]!.attributes)).toHaveLength(SPAN_LIMITS.eventAttributes);
   });
 
   it('answers with partial success when spans were not kept', () => {

@@ -75,7 +75,7 @@ describe('trace store', () => {
     s.add([failed(101, 60)], 21);
     s.add([failed(102, 61)], 22);
     expect(ids(s.list({ errored: true, limit: 10 }))).toEqual([102, 101]);
-    expect(s.counts).toEqual({ recent: 3, errored: 2, spans: 6 });
+    expect(s.counts).toMatchObject({ recent: 3, errored: 2, spans: 6 });
   });
 
   it('keeps a span sent twice (an exporter retrying) once', () => {
@@ -87,7 +87,7 @@ describe('trace store', () => {
 
   it('caps spans per trace and counts the rest as dropped', () => {
     const s = new TraceStore({ ...DEFAULT_TRACE_LIMITS, maxSpansPerTrace: 2 });
-    expect(s.add([span(1, 1), span(1, 2), span(1, 3)], 0)).toEqual({ accepted: 2, dropped: 1 });
+    expect(s.add([span(1, 1), span(1, 2), span(1, 3)], 0)).toEqual({ accepted: 2, traceFull: 1, tooLarge: 0 });
     expect(s.get(hex(1, 32))?.spans).toHaveLength(2);
   });
 
@@ -110,6 +110,23 @@ describe('trace store', () => {
     expect(ids(s.list({ limit: 10 }))).toEqual([3, 2]);
     s.add([span(4, 4)], 1501);
     expect(ids(s.list({ limit: 10 }))).toEqual([4, 3]);
+    // Also when nothing arrives any more: a reader expires them first.
+    s.expire(2600);
+    expect(ids(s.list({ limit: 10 }))).toEqual([]);
+    expect(s.counts).toEqual({ recent: 0, errored: 0, spans: 0, bytes: 0 });
+  });
+
+  it('caps span data in bytes: a span over the per-span cap is refused, the oldest traces make room', () => {
+    const size = Buffer.byteLength(JSON.stringify(span(1, 1)));
+    const s = new TraceStore({ ...DEFAULT_TRACE_LIMITS, maxBytes: size * 4, maxSpanBytes: size + 100 });
+    expect(s.add([span(1, 1, { name: 'x'.repeat(200) })], 0)).toEqual({ accepted: 0, traceFull: 0, tooLarge: 1 });
+    s.add([failed(1, 1)], 0);
+    s.add([span(2, 2), span(2, 3)], 1);
+    expect(s.counts.bytes).toBeLessThanOrEqual(size * 4);
+    // Over the budget: the stalest healthy trace goes, the failed one stays.
+    s.add([span(3, 4)], 2);
+    expect(ids(s.list({ limit: 10 }))).toEqual([3, 1]);
+    expect(s.counts.bytes).toBeLessThanOrEqual(size * 4);
   });
 
   it('filters by service and refuses nonsense bounds', () => {
