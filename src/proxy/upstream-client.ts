@@ -132,7 +132,7 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
         endpoints.settled(i, startedMs, status, error, probed, resHeaders);
         const errorType = error === undefined ? '' : upstreamFailure(error).code;
         durations.observe(req.method, status ?? 0, errorType, (clock.now() - startedMs) / 1000);
-        span?.settled(status, errorType);
+        span?.settled(status, errorType, ctx.grpc ? resHeaders?.['grpc-status'] : undefined);
       },
     );
     if (probing < 0) return tried;
@@ -150,8 +150,9 @@ export function upstreamClient(b: UpstreamClientBuild): Handler {
  * at its end: a retry finds the value it set last time there and updates it.
  */
 function setPerTryHeader(headers: string[], name: string, value: string): void {
-  // At most four: the deadline, grpc-timeout, traceparent and tracestate.
-  for (let at = headers.length - 2; at >= Math.max(0, headers.length - 8); at -= 2) {
+  // The whole list, from its end: the deadline, grpc-timeout and however many headers the
+  // configured propagators write (b3 alone writes up to five) are found wherever they are.
+  for (let at = headers.length - 2; at >= 0; at -= 2) {
     if (headers[at] === name) {
       headers[at + 1] = value;
       return;

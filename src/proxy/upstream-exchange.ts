@@ -218,7 +218,12 @@ export function dispatchTry(
   mapError: (err: unknown) => Error,
   observe?: TryObserver,
 ): Promise<ProxyResponse> {
-  if (ctx.cancelled !== undefined) return Promise.reject(ctx.cancelled);
+  if (ctx.cancelled !== undefined) {
+    // Given up before it was sent (a hedge that lost while the try was being set up): observed
+    // as a cancelled try, so its span ends and the endpoint's start is settled.
+    observe?.(undefined, ctx.cancelled);
+    return Promise.reject(ctx.cancelled);
+  }
   return new Promise((resolve, reject) => {
     const exchange = new UpstreamExchange(ctx, opts.method === 'HEAD', resolve, (err) => reject(mapError(err)), observe);
     dispatcher.dispatch(opts, exchange);

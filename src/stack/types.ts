@@ -164,8 +164,11 @@ export interface RequestTrace {
 export interface TryTrace {
   /** The trace context headers this try carries, so the next hop's spans are its children. */
   readonly headers: Readonly<Record<string, string>>;
-  /** The try's answer status at its headers, or its failure code (errorType, '' for none). */
-  settled(status: number | undefined, errorType: string): void;
+  /**
+   * The try's answer status at its headers, or its failure code (errorType, '' for none); and a
+   * gRPC answer's grpc-status when its headers carry one (trailers-only).
+   */
+  settled(status: number | undefined, errorType: string, grpcStatus?: string | string[]): void;
 }
 
 /** Notes that a protection in shadow mode would have refused this request with `code`. */

@@ -79,14 +79,24 @@ export function telemetryLayer(b: TelemetryBuild): Layer {
       ctx.trace = span;
       const entry = accessLog?.start(req, ctx, b.clock);
       let status = 0;
-      ctx.ended = (complete) => {
+      let answered = false;
+      let endedComplete: boolean | undefined;
+      const finish = (complete: boolean): void => {
         span?.end(complete);
         entry?.end(status, complete);
+      };
+      // A client that leaves before the answer ends the exchange first; the span and the log line
+      // still wait for the answer (quick: leaving cancels the work) to say what it was.
+      ctx.ended = (complete) => {
+        if (answered) finish(complete);
+        else endedComplete = complete;
       };
       return answer(req, ctx).then((res) => {
         status = res.statusCode;
         span?.responded(status, ctx.localReply, ctx.grpc ? res.headers['grpc-status'] : undefined);
         entry?.responded(b.clock);
+        answered = true;
+        if (endedComplete !== undefined) finish(endedComplete);
         return res;
       });
     }

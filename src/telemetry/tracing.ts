@@ -22,6 +22,8 @@ import type { HeaderList, ProxyRequest, RequestContext, RequestTrace, TraceAttri
 export interface Propagator {
   inject(context: Context, carrier: unknown, setter: TextMapSetter): void;
   extract(context: Context, carrier: unknown, getter: TextMapGetter): Context;
+  /** The header names it reads and writes (traceparent, tracestate, baggage, b3, ...). */
+  fields(): string[];
 }
 
 export interface Tracing {
@@ -53,18 +55,29 @@ const fieldSetter: TextMapSetter<Record<string, string>> = {
 /** UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. */
 const GRPC_SERVER_ERRORS = new Set([2, 4, 12, 13, 14, 15]);
 
-/** The trace context headers the sidecar rewrites per try (W3C names; OTEL_PROPAGATORS may add). */
-const TRACE_HEADERS = new Set(['traceparent', 'tracestate']);
+/** Each propagator's header names, lower-case, worked out once (they are fixed once tracing starts). */
+const fieldsOf = new WeakMap<Propagator, ReadonlySet<string>>();
+
+function propagatorFields(p: Propagator): ReadonlySet<string> {
+  let set = fieldsOf.get(p);
+  if (set === undefined) {
+    set = new Set(p.fields().map((f) => f.toLowerCase()));
+    fieldsOf.set(p, set);
+  }
+  return set;
+}
 
 /**
- * Removes the incoming trace context from the forwarded headers: each try carries its own
- * client span's context instead (set by the upstream client), so the next hop is its child.
+ * Removes the incoming context headers of every configured propagator (W3C trace context, and
+ * baggage or b3 when OTEL_PROPAGATORS adds them) from the forwarded headers: each try carries
+ * its own client span's context instead, baggage included (set by the upstream client), so the
+ * next hop is its child and no header goes twice.
  */
-function dropTraceHeaders(headers: HeaderList): void {
+function dropTraceHeaders(headers: HeaderList, fields: ReadonlySet<string>): void {
   let w = 0;
   for (let r = 0; r < headers.length; r += 2) {
     const name = headers[r] as string;
-    if (TRACE_HEADERS.has(name)) continue;
+    if (fields.has(name)) continue;
     headers[w] = name;
     headers[w + 1] = headers[r + 1] as string;
     w += 2;
@@ -155,8 +168,10 @@ class ClientTrace implements TryTrace {
     this.headers = headers;
   }
 
-  settled(status: number | undefined, errorType: string): void {
+  settled(status: number | undefined, errorType: string, grpcStatus?: string | string[]): void {
     if (status !== undefined) this.#span.setAttribute('http.response.status_code', status);
+    const grpc = typeof grpcStatus === 'string' ? Number(grpcStatus) : undefined;
+    if (grpc !== undefined) this.#span.setAttribute('rpc.grpc.status_code', grpc);
     if (errorType !== '') {
       this.#span.setAttribute('error.type', errorType);
       this.#span.setStatus({ code: SpanStatusCode.ERROR, message: errorType });
@@ -164,6 +179,10 @@ class ClientTrace implements TryTrace {
       // Client spans: any 4xx or 5xx is an error of the try.
       this.#span.setAttribute('error.type', String(status));
       this.#span.setStatus({ code: SpanStatusCode.ERROR });
+    } else if (grpc !== undefined && grpc !== 0) {
+      // gRPC client spans: any status but OK (OTel gRPC conventions), here a trailers-only answer.
+      this.#span.setAttribute('error.type', String(grpc));
+      this.#span.setStatus({ code: SpanStatusCode.ERROR, message: `grpc-status ${grpc}` });
     }
     this.#span.end();
   }
@@ -176,7 +195,7 @@ class ClientTrace implements TryTrace {
  */
 export function startServerTrace(tracing: Tracing, req: ProxyRequest, ctx: RequestContext): RequestTrace {
   const parent = tracing.propagator.extract(ROOT_CONTEXT, req.headers, headerGetter);
-  dropTraceHeaders(req.headers);
+  dropTraceHeaders(req.headers, propagatorFields(tracing.propagator));
   const attributes: Attributes = {
     'http.request.method': req.method,
     'url.path': pathOnly(req.path),

@@ -99,9 +99,9 @@ describe('traces at the config service', () => {
     expect(hops.map((h) => h.parentSpanId).sort()).toEqual(tries.map((t) => t.spanId).sort());
     expect(of('consumer', 'CLIENT').map((c) => c.parentSpanId).sort()).toEqual(hops.map((h) => h.spanId).sort());
 
-    // The errored try makes it a failed trace in the service's list, newest first.
-    const listed = await send({ port: control.apiPort, path: '/v1/traces?limit=5', headers: auth });
-    const summaries = (JSON.parse(listed.text) as { traces: { traceId: string; services: string[]; spanCount: number }[] }).traces;
-    expect(summaries.find((t) => t.traceId === TRACE)).toMatchObject({ spanCount: 7, services: expect.arrayContaining(['producer', 'consumer']) });
+    // The errored try makes it a failed trace: in the service's list of failed ones, in call order.
+    const listed = await send({ port: control.apiPort, path: '/v1/traces?errored=true&limit=5', headers: auth });
+    const summaries = (JSON.parse(listed.text) as { traces: { traceId: string; services: string[]; spanCount: number; errored: boolean; error: string | null }[] }).traces;
+    expect(summaries.find((t) => t.traceId === TRACE)).toMatchObject({ spanCount: 7, services: ['producer', 'consumer'], errored: true });
   });
 });

@@ -2,6 +2,7 @@
 // through a producer and a consumer sidecar is one trace, server span per request and client
 // span per try, each hop the child of the try that reached it; local decisions are events.
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import {
   AlwaysOffSampler,
   InMemorySpanExporter,
@@ -13,10 +14,11 @@ import {
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Tracing } from '../../src/telemetry/tracing.ts';
+import type { Propagator, Tracing } from '../../src/telemetry/tracing.ts';
 import { send } from '../support/http-client.ts';
 import { closeAfterEach, eventually } from '../support/lifecycle.ts';
 import { metricSum } from '../support/metrics.ts';
+import { callUnary, grpc, grpcClient, startGrpcServer } from '../support/grpc.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
 import { startTestSidecar, upstream } from '../support/sidecar.ts';
 import { memoryTracing } from '../support/tracing.ts';
@@ -34,8 +36,8 @@ afterEach(async () => {
 });
 
 /** A sidecar's tracing, as `sluice proxy` sets it up, exporting to this test's memory. */
-function tracing(service: string, sampler?: Sampler): Tracing {
-  const { tracing, provider } = memoryTracing(service, exporter, sampler);
+function tracing(service: string, sampler?: Sampler, propagator?: Propagator): Tracing {
+  const { tracing, provider } = memoryTracing(service, exporter, sampler, propagator);
   providers.push(provider);
   return tracing;
 }
@@ -159,6 +161,37 @@ describe('traces through two sidecars', () => {
     expect(exporter.getFinishedSpans()).toEqual([]);
   });
 
+  it('every propagator header goes once per try, retries included (traceparent, tracestate, baggage)', async () => {
+    const app = track(await startScriptedUpstream([{ status: 503 }, { status: 200 }]));
+    const both = new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] });
+    const sc = track(await startTestSidecar({ outbound: { upstreams: [upstream('orders', app.endpoint)] } }, { tracing: tracing('producer', undefined, both) }));
+    const headers = { traceparent: `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01`, tracestate: 'a=1', baggage: 'tenant=blue' };
+    expect((await send({ port: sc.outboundPort, host: 'orders', path: '/', headers })).status).toBe(200);
+    await app.waitForRequest(2);
+    const tries = await spans(3).then((all) => all.filter((s) => s.kind === SpanKind.CLIENT));
+    for (const [i, seen] of app.requests.entries()) {
+      const named = (n: string): string[] => seen.rawHeaders.filter((_, j) => j % 2 === 1 && seen.rawHeaders[j - 1]?.toLowerCase() === n);
+      expect(named('baggage'), `try ${i + 1}`).toEqual(['tenant=blue']);
+      expect(named('tracestate')).toEqual(['a=1']);
+      expect(named('traceparent')).toHaveLength(1);
+      expect(parsedTraceparent(named('traceparent')[0]).parentId).toBe(tries[i]?.spanContext().spanId);
+    }
+  });
+
+  it('a gRPC try answered UNAVAILABLE (trailers-only) is an error client span; the retry that worked is not', async () => {
+    const server = track(await startGrpcServer([{ fail: { code: grpc.status.UNAVAILABLE } }, {}]));
+    const sc = track(await startTestSidecar({ outbound: { upstreams: [upstream('greeter', `127.0.0.1:${server.port}`)] } }, { tracing: tracing('producer') }));
+    const client = grpcClient(sc.outboundPort, 'greeter');
+    track({ close: async () => client.close() });
+    expect((await callUnary(client, Buffer.from('hi'))).error).toBeUndefined();
+    const all = await spans(3);
+    expect(all.filter((s) => s.kind === SpanKind.CLIENT).map((s) => [s.attributes['sluice.attempt'], s.attributes['rpc.grpc.status_code'], s.attributes['error.type'], s.status.code])).toEqual([
+      [1, 14, '14', SpanStatusCode.ERROR],
+      [2, undefined, undefined, SpanStatusCode.UNSET],
+    ]);
+    expect(all.find((s) => s.kind === SpanKind.SERVER)?.status.code).toBe(SpanStatusCode.UNSET);
+  });
+
   it('with tracing off the trace context passes through untouched', async () => {
     const app = track(await startScriptedUpstream([{ status: 200 }]));
     const sc = track(await startTestSidecar({ outbound: { upstreams: [upstream('orders', app.endpoint)] } }));
@@ -210,6 +243,20 @@ describe('local decisions on the trace', () => {
     const open = all.find((s) => s.kind === SpanKind.SERVER && s.attributes['sluice.local_reply'] === 'circuit-open');
     expect(open?.events.map((e) => e.name)).toEqual(['sluice.circuit-open']);
     expect(open?.status).toEqual({ code: SpanStatusCode.ERROR, message: 'circuit-open' });
+  });
+
+  it('a client that leaves mid-request: the span still says how the request ended, and that the client left', async () => {
+    const app = track(await startScriptedUpstream(['hang']));
+    const sc = track(await startTestSidecar({ outbound: { upstreams: [upstream('orders', app.endpoint)] } }, { tracing: tracing('producer') }));
+    const leave = new AbortController();
+    const sent = send({ port: sc.outboundPort, host: 'orders', path: '/', signal: leave.signal }).catch((err: unknown) => err);
+    await app.waitForRequest(1);
+    leave.abort();
+    await sent;
+    const server = (await spans(2)).find((s) => s.kind === SpanKind.SERVER);
+    expect(server?.events.map((e) => e.name)).toContain('sluice.client_gone');
+    expect(server?.attributes['http.response.status_code']).toBeGreaterThanOrEqual(400);
+    expect(server?.attributes['sluice.local_reply']).toBe('client-closed');
   });
 
   it('a try that got no answer is an error client span named by its failure', async () => {

@@ -4,19 +4,24 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { AlwaysOnSampler, ParentBasedSampler, SimpleSpanProcessor, TracerProvider, type ReadableSpan, type Sampler, type SpanExporter } from '@opentelemetry/sdk-trace';
-import type { Tracing } from '../../src/telemetry/tracing.ts';
+import type { Propagator, Tracing } from '../../src/telemetry/tracing.ts';
 import { send } from './http-client.ts';
 
 const propagator = new W3CTraceContextPropagator();
 
 /** Tracing for `service` into `exporter`; shut the provider down after the test. */
-export function memoryTracing(service: string, exporter: SpanExporter, sampler: Sampler = new ParentBasedSampler({ root: new AlwaysOnSampler() })): { tracing: Tracing; provider: TracerProvider } {
+export function memoryTracing(
+  service: string,
+  exporter: SpanExporter,
+  sampler: Sampler = new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+  with_: Propagator = propagator,
+): { tracing: Tracing; provider: TracerProvider } {
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': service }),
     sampler,
     spanProcessors: [new SimpleSpanProcessor({ exporter })],
   });
-  return { tracing: { tracer: provider.getTracer('sluice'), propagator }, provider };
+  return { tracing: { tracer: provider.getTracer('sluice'), propagator: with_ }, provider };
 }
 
 /** Posts spans to an OTLP/HTTP receiver as the SDK's JSON exporter does; throws unless 200. */
