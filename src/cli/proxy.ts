@@ -176,7 +176,7 @@ export async function runProxy(argv: string[]): Promise<number> {
   // As the proto says: stable per pod; two sidecars on one host (no POD_NAME) differ by pid.
   const sidecarId = values['sidecar-id'] ?? env.POD_NAME ?? `${hostname()}-${process.pid}`;
   const tracesToken = await readToken(values['traces-token-file'] ?? env.SLUICE_TRACES_TOKEN_FILE, '--traces-token-file');
-  const tracing = setUpTracing(env, { sidecarId, version: SLUICE_VERSION, token: tracesToken }, log);
+  const tracing = await setUpTracing(env, { sidecarId, version: SLUICE_VERSION, token: tracesToken }, log);
   let stopping: Promise<void> | undefined;
   let waitingForPush = control !== undefined && values['wait-for-policy'] === true;
   const sidecar = await startSidecar({
