@@ -20,7 +20,6 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
@@ -435,15 +434,6 @@ function get(url: string, opts: https.RequestOptions = {}): Promise<{ status: nu
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function find(docs: readonly Doc[], kind: string, name: string): Json {
   const d = docs.find((x) => x.obj.kind === kind && (x.obj.metadata as Json).name === name);
   if (d === undefined) throw new Error(`no ${kind}/${name}`);
@@ -749,10 +739,12 @@ describe('the example, injected', () => {
   });
 
   it('its apps talk through a real sidecar: checkout -> outbound -> inbound -> orders', async () => {
-    const [appPort, healthA, healthB] = [await freePort(), await freePort(), await freePort()];
-    await startUntil(process.execPath, [join(DEPLOY, 'example/apps/consumer.mjs')], { PORT: String(appPort), HEALTH_PORT: String(healthA), FAIL_RATIO: '0', LATENCY_MS: '1' }, /orders listening/);
-    // Its log line is written as it starts listening, so the first probe may come too early.
-    await eventually('consumer /healthz 200', async () => (await get(`http://127.0.0.1:${healthA}/healthz`)).status === 200, 5000);
+    // Ports of 0, read back from the apps' log lines: a port picked free beforehand can be taken
+    // by a parallel test before the app gets to listen on it.
+    const consumer = await startUntil(process.execPath, [join(DEPLOY, 'example/apps/consumer.mjs')], { PORT: '0', HEALTH_PORT: '0', FAIL_RATIO: '0', LATENCY_MS: '1' }, /orders listening/);
+    const listening = JSON.parse(consumer.line) as { app: string; health: string };
+    const [appPort, healthA] = [listening.app, listening.health].map((a) => Number(a.slice(a.lastIndexOf(':') + 1)));
+    expect((await get(`http://127.0.0.1:${healthA}/healthz`)).status).toBe(200);
     // Two sidecars, as in two pods: the consumer's in front of orders, the producer's for its calls.
     const inbound = await startCliProxy(['--app-port', String(appPort), '--inbound-port', '0', '--outbound-port', '0', '--admin-port', '0']);
     children.push(inbound.child);
@@ -768,7 +760,7 @@ describe('the example, injected', () => {
         NODE_USE_ENV_PROXY: '1',
         RATE: '50',
         REPORT_MS: '300',
-        HEALTH_PORT: String(healthB),
+        HEALTH_PORT: '0',
       },
       /"200":\s*[1-9]/,
     );

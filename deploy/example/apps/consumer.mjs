@@ -4,6 +4,7 @@
 // sluice sidecar's inbound port (15006), never around it. A second listener on the pod IP
 // answers /healthz for the kubelet's probes. Settings: LATENCY_MS (20), FAIL_RATIO (0.02),
 // PORT (8080), HEALTH_PORT (8081).
+import { once } from 'node:events';
 import http from 'node:http';
 
 const latencyMs = Number(process.env.LATENCY_MS ?? 20);
@@ -37,4 +38,6 @@ process.on('SIGTERM', () => {
   app.close(() => process.exit(0));
   app.closeIdleConnections();
 });
-console.log(JSON.stringify({ msg: 'orders listening', app: `127.0.0.1:${port}`, health: `0.0.0.0:${healthPort}`, latencyMs, failRatio }));
+// Said once both listen, with the ports they got (a port of 0 picks a free one).
+await Promise.all([once(app, 'listening'), once(health, 'listening')]);
+console.log(JSON.stringify({ msg: 'orders listening', app: `127.0.0.1:${app.address().port}`, health: `0.0.0.0:${health.address().port}`, latencyMs, failRatio }));
