@@ -66,9 +66,20 @@ async function startPrometheus(targetPort: number): Promise<number> {
     config,
     ['global:', '  scrape_interval: 1s', '  scrape_timeout: 900ms', 'scrape_configs:', '  - job_name: sluice', '    static_configs:', `      - targets: ['127.0.0.1:${targetPort}']`, ''].join('\n'),
   );
-  const port = await freePort();
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await runPrometheus(config, dataDir, port);
+    } catch (err) {
+      // Someone took the port between our probe and Prometheus' bind: try another.
+      if (attempt >= 4 || !/address already in use/i.test(String(err))) throw err;
+    }
+  }
+}
+
+async function runPrometheus(config: string, dir: string, port: number): Promise<number> {
   let output = '';
-  const p = spawn('prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${join(dataDir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
+  const p = spawn('prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   p.stdout?.on('data', (c: Buffer) => (output += c.toString()));
@@ -78,7 +89,9 @@ async function startPrometheus(targetPort: number): Promise<number> {
     'prometheus ready',
     async () => {
       if (p.exitCode !== null) throw new Error(`prometheus exited with ${p.exitCode}:\n${output}`);
-      return (await send({ port, path: '/-/ready', timeoutMs: 1000 }).catch(() => ({ status: 0 }))).status === 200 || undefined;
+      // Ours, not whatever else may listen there: Prometheus names itself in /-/ready.
+      const r = await send({ port, path: '/-/ready', timeoutMs: 1000 }).catch(() => ({ status: 0, text: '' }));
+      return (r.status === 200 && r.text.includes('Prometheus')) || undefined;
     },
     15_000,
     50,
