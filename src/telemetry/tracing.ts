@@ -170,7 +170,7 @@ class ClientTrace implements TryTrace {
 
   settled(status: number | undefined, errorType: string, grpcStatus?: string | string[]): void {
     if (status !== undefined) this.#span.setAttribute('http.response.status_code', status);
-    const grpc = typeof grpcStatus === 'string' ? Number(grpcStatus) : undefined;
+    const grpc = typeof grpcStatus === 'string' && /^\d+$/.test(grpcStatus) ? Number(grpcStatus) : undefined;
     if (grpc !== undefined) this.#span.setAttribute('rpc.grpc.status_code', grpc);
     if (errorType !== '') {
       this.#span.setAttribute('error.type', errorType);
