@@ -146,7 +146,6 @@ export async function runControl(argv: string[]): Promise<number> {
 
 /** A URL undici will send to: parsed (a port past 65535 is not), http or https. */
 function isHttpUrl(text: string): boolean {
-  if (!URL.canParse(text)) return false;
-  const u = new URL(text);
-  return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+  const u = URL.parse(text);
+  return u !== null && (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
 }

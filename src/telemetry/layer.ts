@@ -5,7 +5,7 @@ import type { Counter, Registry } from 'prom-client';
 import { toLocalReply, type LocalReplyCode } from '../stack/errors.ts';
 import type { Clock, Direction, Layer, ProxyRequest, ProxyResponse, RequestContext } from '../stack/types.ts';
 import type { AccessLog } from './access-log.ts';
-import { startServerTrace, type Tracing } from './tracing.ts';
+import { serverTraces, type Tracing } from './tracing.ts';
 import { RouteDurations, serverDurations, type DurationFamily } from './http-durations.ts';
 import { counter } from './registry.ts';
 
@@ -40,6 +40,7 @@ export interface TelemetryBuild {
 
 export function telemetryLayer(b: TelemetryBuild): Layer {
   const { tracing, accessLog } = b;
+  const startTrace = tracing === undefined ? undefined : serverTraces(tracing);
   const durations = new RouteDurations(b.metrics.serverDuration, b.direction, b.upstream, b.route);
   const replies = new Map<LocalReplyCode, { inc(): void }>();
 
@@ -75,7 +76,7 @@ export function telemetryLayer(b: TelemetryBuild): Layer {
 
     /** With a trace or an access log, the request is followed to its end. */
     function followed(req: ProxyRequest, ctx: RequestContext): Promise<ProxyResponse> {
-      const span = tracing === undefined ? undefined : startServerTrace(tracing, req, ctx);
+      const span = startTrace?.(req, ctx);
       ctx.trace = span;
       const entry = accessLog?.start(req, ctx, b.clock);
       let status = 0;

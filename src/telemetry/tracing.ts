@@ -55,17 +55,6 @@ const fieldSetter: TextMapSetter<Record<string, string>> = {
 /** UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. */
 const GRPC_SERVER_ERRORS = new Set([2, 4, 12, 13, 14, 15]);
 
-/** Each propagator's header names, lower-case, worked out once (they are fixed once tracing starts). */
-const fieldsOf = new WeakMap<Propagator, ReadonlySet<string>>();
-
-function propagatorFields(p: Propagator): ReadonlySet<string> {
-  let set = fieldsOf.get(p);
-  if (set === undefined) {
-    set = new Set(p.fields().map((f) => f.toLowerCase()));
-    fieldsOf.set(p, set);
-  }
-  return set;
-}
 
 /**
  * Removes the incoming context headers of every configured propagator (W3C trace context, and
@@ -189,13 +178,22 @@ class ClientTrace implements TryTrace {
 }
 
 /**
+ * What starts a layer's server spans: the propagator's header names (lower-case) are fixed once
+ * tracing starts, so they are worked out here, once, not per request.
+ */
+export function serverTraces(tracing: Tracing): (req: ProxyRequest, ctx: RequestContext) => RequestTrace {
+  const traceHeaders: ReadonlySet<string> = new Set(tracing.propagator.fields().map((f) => f.toLowerCase()));
+  return (req, ctx) => startServerTrace(tracing, traceHeaders, req, ctx);
+}
+
+/**
  * Starts the request's server span, its parent taken from the incoming trace context (parent-
  * based sampling follows the caller's decision), and clears that context from the forwarded
  * headers. Called by the telemetry layer, outermost, so every layer below can note events.
  */
-export function startServerTrace(tracing: Tracing, req: ProxyRequest, ctx: RequestContext): RequestTrace {
+function startServerTrace(tracing: Tracing, traceHeaders: ReadonlySet<string>, req: ProxyRequest, ctx: RequestContext): RequestTrace {
   const parent = tracing.propagator.extract(ROOT_CONTEXT, req.headers, headerGetter);
-  dropTraceHeaders(req.headers, propagatorFields(tracing.propagator));
+  dropTraceHeaders(req.headers, traceHeaders);
   const attributes: Attributes = {
     'http.request.method': req.method,
     'url.path': pathOnly(req.path),

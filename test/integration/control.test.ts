@@ -5,13 +5,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FleetView } from '../../src/control/fleet-view.ts';
 import { send } from '../support/http-client.ts';
 import { metricSum, parsePrometheus } from '../support/metrics.ts';
 import { makeCerts } from '../support/certs.ts';
 import { rawRequest } from '../support/raw-client.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
-import { linkedSidecar, policyDoc, policyRepo, startTestControl, until, type LinkedSidecar } from '../support/control.ts';
+import { fleet, linkedSidecar, policyDoc, policyRepo, startTestControl, until, type LinkedSidecar } from '../support/control.ts';
 
 const open: { close(): Promise<unknown> }[] = [];
 afterEach(async () => {
@@ -21,12 +20,6 @@ const track = <T extends { close(): Promise<unknown> }>(x: T): T => {
   open.push(x);
   return x;
 };
-
-async function fleet(apiPort: number, token?: string): Promise<FleetView> {
-  const r = await send({ port: apiPort, path: '/v1/fleet', ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }) });
-  if (r.status !== 200) throw new Error(`fleet: ${r.status} ${r.text}`);
-  return JSON.parse(r.text) as FleetView;
-}
 
 const deadlineOf = (s: LinkedSidecar): string => s.sidecar.policy().deadlineHeader;
 

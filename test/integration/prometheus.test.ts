@@ -5,7 +5,6 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -13,6 +12,7 @@ import { ROOT } from '../support/cli.ts';
 import { policyRepo, startTestControl } from '../support/control.ts';
 import { send } from '../support/http-client.ts';
 import { closeAfterEach, eventually } from '../support/lifecycle.ts';
+import { onFreePort } from '../support/raw-upstream.ts';
 import { startScriptedUpstream } from '../support/scripted-upstream.ts';
 import { startTestSidecar, upstream, type TestSidecar } from '../support/sidecar.ts';
 import { toolAvailable } from '../support/tools.ts';
@@ -48,17 +48,6 @@ afterEach(async () => {
   dataDir = undefined;
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function startPrometheus(targetPort: number): Promise<number> {
   dataDir = await mkdtemp(join(tmpdir(), 'sluice-prometheus-'));
   const config = join(dataDir, 'prometheus.yml');
@@ -66,15 +55,8 @@ async function startPrometheus(targetPort: number): Promise<number> {
     config,
     ['global:', '  scrape_interval: 1s', '  scrape_timeout: 900ms', 'scrape_configs:', '  - job_name: sluice', '    static_configs:', `      - targets: ['127.0.0.1:${targetPort}']`, ''].join('\n'),
   );
-  for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
-    try {
-      return await runPrometheus(config, dataDir, port);
-    } catch (err) {
-      // Someone took the port between our probe and Prometheus' bind: try another.
-      if (attempt >= 4 || !/address already in use/i.test(String(err))) throw err;
-    }
-  }
+  const dir = dataDir;
+  return onFreePort((port) => runPrometheus(config, dir, port), (err) => /address already in use/i.test(String(err)));
 }
 
 async function runPrometheus(config: string, dir: string, port: number): Promise<number> {

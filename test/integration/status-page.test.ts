@@ -9,9 +9,8 @@ import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from '@opent
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
-import type { FleetView } from '../../src/control/fleet-view.ts';
 import { ROOT } from '../support/cli.ts';
-import { linkedSidecar, policyDoc, policyRepo, startTestControl, until } from '../support/control.ts';
+import { fleet, linkedSidecar, policyDoc, policyRepo, startTestControl, until } from '../support/control.ts';
 import { send } from '../support/http-client.ts';
 import { closeAfterEach } from '../support/lifecycle.ts';
 import { metricSum, parsePrometheus } from '../support/metrics.ts';
@@ -24,12 +23,6 @@ const CHROMIUM = toolAvailable('chromium', ['--version'], 'apt-get install -y ch
 const SKIPPED = CHROMIUM ? '' : ' (skipped: chromium is not installed)';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
 const track = closeAfterEach();
-
-async function fleet(apiPort: number, token?: string): Promise<FleetView> {
-  const r = await send({ port: apiPort, path: '/v1/fleet', ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }) });
-  if (r.status !== 200) throw new Error(`fleet: ${r.status} ${r.text}`);
-  return JSON.parse(r.text) as FleetView;
-}
 
 async function browser(): Promise<Browser> {
   const b = await chromium.launch({

@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import type { FleetView } from '../../src/control/fleet-view.ts';
 import { startControl, type ControlOptions, type ControlService } from '../../src/control/server.ts';
 import { linkToControl, type ControlLink } from '../../src/control/sidecar-link.ts';
 import { loadPersisted } from '../../src/control/state-dir.ts';
@@ -12,6 +13,7 @@ import type { SidecarPolicy } from '../../src/policy/types.ts';
 import { startSidecar } from '../../src/proxy/sidecar.ts';
 import { silentLogger } from '../../src/telemetry/log.ts';
 import type { Tracing } from '../../src/telemetry/tracing.ts';
+import { send } from './http-client.ts';
 import { eventually } from './lifecycle.ts';
 import { buildPolicy, deepMerge, type SpecOverrides } from './sidecar.ts';
 
@@ -173,6 +175,13 @@ export async function linkedSidecar(spec: LinkSpec): Promise<LinkedSidecar> {
       await sidecar.close();
     },
   };
+}
+
+/** The fleet one config service replica sees (GET /v1/fleet); throws unless 200. */
+export async function fleet(apiPort: number, token?: string): Promise<FleetView> {
+  const r = await send({ port: apiPort, path: '/v1/fleet', ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }) });
+  if (r.status !== 200) throw new Error(`fleet: ${r.status} ${r.text}`);
+  return JSON.parse(r.text) as FleetView;
 }
 
 /** Polls `check` every 10 ms until it holds, at most `timeoutMs`; the failure names `what`. */

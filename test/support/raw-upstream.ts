@@ -46,6 +46,21 @@ export async function deadPort(): Promise<number> {
   return port;
 }
 
+/**
+ * Starts a server that takes its port as an argument (redis-server, prometheus) on a loopback
+ * port found free, and on another when `taken(err)` says one was bound in between by someone
+ * else (tests run in parallel); at most five tries.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>, taken: (err: unknown) => boolean): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await start(await deadPort());
+    } catch (err) {
+      if (attempt >= 4 || !taken(err)) throw err;
+    }
+  }
+}
+
 /** Binds a test server to a free loopback port. */
 export async function listenLocal(server: NetServer, host = '127.0.0.1', port = 0): Promise<number> {
   await new Promise<void>((resolve, reject) => {

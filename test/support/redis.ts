@@ -3,8 +3,8 @@
 // outage and a recovery that sidecars must ride out), or paused with SIGSTOP (a Redis that hangs:
 // connections stay open, nothing answers).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import { onFreePort } from './raw-upstream.ts';
 
 /**
  * Whether redis-server is installed; tests that need it skip (and say so) when it is not. In CI
@@ -41,15 +41,7 @@ process.once('exit', () => {
 });
 
 export async function startRedis(): Promise<RedisServer> {
-  for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
-    try {
-      return await serverOn(port, await spawnRedis(port));
-    } catch (err) {
-      // Someone took the port between our probe and redis' bind: try another.
-      if (attempt >= 4 || !String(err).includes('Address already in use')) throw err;
-    }
-  }
+  return onFreePort(async (port) => serverOn(port, await spawnRedis(port)), (err) => String(err).includes('Address already in use'));
 }
 
 async function serverOn(port: number, first: ChildProcess): Promise<RedisServer> {
@@ -125,16 +117,5 @@ function spawnRedis(port: number): Promise<ChildProcess> {
     child.stdout!.on('data', onData);
     child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
     child.once('exit', onExit);
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
   });
 }

@@ -7,21 +7,21 @@ import { AlwaysOnSampler, ParentBasedSampler, SimpleSpanProcessor, TracerProvide
 import type { Propagator, Tracing } from '../../src/telemetry/tracing.ts';
 import { send } from './http-client.ts';
 
-const propagator = new W3CTraceContextPropagator();
+const W3C = new W3CTraceContextPropagator();
 
 /** Tracing for `service` into `exporter`; shut the provider down after the test. */
 export function memoryTracing(
   service: string,
   exporter: SpanExporter,
   sampler: Sampler = new ParentBasedSampler({ root: new AlwaysOnSampler() }),
-  with_: Propagator = propagator,
+  propagator: Propagator = W3C,
 ): { tracing: Tracing; provider: TracerProvider } {
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': service }),
     sampler,
     spanProcessors: [new SimpleSpanProcessor({ exporter })],
   });
-  return { tracing: { tracer: provider.getTracer('sluice'), propagator: with_ }, provider };
+  return { tracing: { tracer: provider.getTracer('sluice'), propagator }, provider };
 }
 
 /** Posts spans to an OTLP/HTTP receiver as the SDK's JSON exporter does; throws unless 200. */

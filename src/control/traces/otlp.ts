@@ -126,6 +126,13 @@ function list<T>(v: T[] | undefined | null, what: string): T[] {
   return v;
 }
 
+/** A list of messages: as list(), and each entry must be an object. */
+function messages<T>(v: T[] | undefined | null, what: string): T[] {
+  const out = list(v, what);
+  for (const m of out) if (typeof m !== 'object' || m === null) throw new OtlpDecodeError(`each of ${what} must be an object`);
+  return out;
+}
+
 function text(v: unknown): string {
   if (typeof v !== 'string') return '';
   return v.length > SPAN_LIMITS.textChars ? `${v.slice(0, SPAN_LIMITS.textChars)}…` : v;
@@ -193,14 +200,11 @@ function enumIndex<T extends readonly string[]>(names: T, v: unknown, prefix: st
 
 function spansOf(req: RawRequest): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
-  for (const rs of list(req.resourceSpans, 'resourceSpans')) {
-    if (typeof rs !== 'object' || rs === null) throw new OtlpDecodeError('each of resourceSpans must be an object');
+  for (const rs of messages(req.resourceSpans, 'resourceSpans')) {
     const resource = attributes(rs.resource?.attributes, SPAN_LIMITS.attributes);
     const service = typeof resource['service.name'] === 'string' ? resource['service.name'] : 'unknown_service';
-    for (const ss of list(rs.scopeSpans, 'scopeSpans')) {
-      if (typeof ss !== 'object' || ss === null) throw new OtlpDecodeError('each of scopeSpans must be an object');
-      for (const s of list(ss.spans, 'spans')) {
-        if (typeof s !== 'object' || s === null) throw new OtlpDecodeError('each span must be an object');
+    for (const ss of messages(rs.scopeSpans, 'scopeSpans')) {
+      for (const s of messages(ss.spans, 'spans')) {
         const traceId = hexId(s.traceId, 16, 'traceId');
         const spanId = hexId(s.spanId, 8, 'spanId');
         if (traceId === '' || spanId === '') throw new OtlpDecodeError('every span needs a traceId and a spanId');

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { request } from 'undici';
 import { counter, gauge } from '../../telemetry/registry.ts';
-import { decodeJson, decodeProtobuf, exportResponse, OtlpDecodeError, type ReceivedSpan } from './otlp.ts';
+import { decodeJson, decodeProtobuf, exportResponse, OtlpDecodeError } from './otlp.ts';
 import { TraceStore, type TraceStoreLimits } from './store.ts';
 
 /** An export's body as sent (compressed or not) and decoded. */
@@ -87,14 +87,8 @@ export class TraceReceiver {
     if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) return refuse(413, 'too_large', tooLarge);
     if (this.#inFlight >= MAX_EXPORTS_IN_FLIGHT) return refuse(429, 'busy', { error: 'too many exports at once; retry' }, { 'retry-after': '1' });
     this.#inFlight++;
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      this.#inFlight--;
-    };
-    // Counted until the answer is sent, or the sender goes away.
-    res.once('close', finish);
+    // Counted until the answer is sent, or the sender goes away ('close' comes once, for either).
+    res.once('close', () => this.#inFlight--);
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -119,14 +113,7 @@ export class TraceReceiver {
 
   #accept(res: http.ServerResponse, raw: Buffer, json: boolean, original: Pending): void {
     try {
-      let spans: ReceivedSpan[];
-      try {
-        spans = json ? decodeJson(raw.toString('utf8')) : decodeProtobuf(raw);
-      } catch (err) {
-        if (!(err instanceof OtlpDecodeError)) throw err;
-        this.#m.exports.labels({ result: 'undecodable' }).inc();
-        return reply(res, 400, { code: 3, message: `undecodable export: ${err.message}` });
-      }
+      const spans = json ? decodeJson(raw.toString('utf8')) : decodeProtobuf(raw);
       this.#m.received.labels({ encoding: json ? 'json' : 'protobuf' }).inc(spans.length);
       const { traceFull, tooLarge } = this.store.add(spans, this.#now());
       if (traceFull > 0) this.#m.dropped.labels({ why: 'trace_full' }).inc(traceFull);
@@ -139,6 +126,10 @@ export class TraceReceiver {
       res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     } catch (err) {
+      if (err instanceof OtlpDecodeError) {
+        this.#m.exports.labels({ result: 'undecodable' }).inc();
+        return reply(res, 400, { code: 3, message: `undecodable export: ${err.message}` });
+      }
       // A defect here costs this export, never the service (it also pushes every policy).
       this.#m.exports.labels({ result: 'failed' }).inc();
       this.#o.log.error({ err: (err as Error).message }, 'trace export could not be taken');

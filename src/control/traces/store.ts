@@ -188,10 +188,9 @@ export class TraceStore {
   get(traceId: string): { readonly traceId: string; readonly spans: readonly SpanView[] } | undefined {
     const t = this.#failed.get(traceId) ?? this.#healthy.get(traceId);
     if (t === undefined) return undefined;
-    const spans = [...t.spans].sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1));
     return {
       traceId,
-      spans: spans.map((s) => {
+      spans: byStart(t.spans).map((s) => {
         const start = BigInt(s.startTimeUnixNano);
         return { ...s, startTime: isoOfNanos(start), durationMs: Number(BigInt(s.endTimeUnixNano) - start) / 1e6 };
       }),
@@ -204,36 +203,35 @@ function stalest(map: ReadonlyMap<string, StoredTrace>, except?: ReadonlySet<str
   return undefined;
 }
 
-function summary(t: StoredTrace): TraceSummary {
-  const ids = new Set(t.spans.map((s) => s.spanId));
-  let start: bigint | undefined;
-  let end = 0n;
-  let root: ReceivedSpan | undefined;
-  for (const s of t.spans) {
-    const b = BigInt(s.startTimeUnixNano);
-    const e = BigInt(s.endTimeUnixNano);
-    if (start === undefined || b < start) start = b;
-    if (e > end) end = e;
-    // The root is the span whose parent is not here (the caller's, or none), earliest first.
-    const orphan = s.parentSpanId === '' || !ids.has(s.parentSpanId);
-    if (orphan && (root === undefined || b < BigInt(root.startTimeUnixNano))) root = s;
-  }
-  const first = start ?? 0n;
-  // In the order they joined the trace (spans arrive as they end: the innermost first).
-  const byStart = [...t.spans].sort((a, b) => {
+/** Spans by start time, ties in arrival order: the order they joined the trace (they arrive as they end, innermost first). */
+function byStart(spans: readonly ReceivedSpan[]): ReceivedSpan[] {
+  return [...spans].sort((a, b) => {
     const d = BigInt(a.startTimeUnixNano) - BigInt(b.startTimeUnixNano);
     return d < 0n ? -1 : d > 0n ? 1 : 0;
   });
+}
+
+function summary(t: StoredTrace): TraceSummary {
+  const spans = byStart(t.spans);
+  const ids = new Set(spans.map((s) => s.spanId));
+  // The root is the earliest span whose parent is not here (the caller's, or none).
+  const root = spans.find((s) => s.parentSpanId === '' || !ids.has(s.parentSpanId));
+  const first = spans.length === 0 ? 0n : BigInt((spans[0] as ReceivedSpan).startTimeUnixNano);
+  let end = 0n;
+  for (const s of spans) {
+    const e = BigInt(s.endTimeUnixNano);
+    if (e > end) end = e;
+  }
   return {
     traceId: t.traceId,
     rootName: root?.name ?? '',
     rootService: root?.service ?? '',
-    services: [...new Set(byStart.map((s) => s.service))],
+    services: [...new Set(spans.map((s) => s.service))],
     startTime: isoOfNanos(first),
     durationMs: end > first ? Number(end - first) / 1e6 : 0,
-    spanCount: t.spans.length,
+    spanCount: spans.length,
     errored: t.error !== null,
     error: t.error,
-    sidecars: [...new Set(byStart.map((s) => s.resource['service.instance.id']).filter((v): v is string => typeof v === 'string'))],
+    sidecars: [...new Set(spans.map((s) => s.resource['service.instance.id']).filter((v): v is string => typeof v === 'string'))],
   };
 }
